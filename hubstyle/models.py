@@ -1,0 +1,119 @@
+"""Loading base models, tokenizers and style adapters: the one place that knows how."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import torch
+
+from hubstyle.errors import HubstyleError
+
+BASE_ADAPTER_NAME = "__base__"  # peft's name for "no adapter" in mixed-adapter batches
+
+
+def device() -> torch.device:
+    """Return the device hubstyle computes on: the first CUDA GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def bf16_supported(dev: torch.device | None = None) -> bool:
+    """Return whether bf16 autocast is fast on this device (CUDA with bf16, or a CPU with AVX512-BF16/AMX)."""
+    dev = dev or device()
+    if dev.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@contextlib.contextmanager
+def autocast(enabled: bool, dev: torch.device | None = None) -> Iterator[None]:
+    """Run the block under bf16 autocast when ``enabled`` and the device supports it (fp32 otherwise)."""
+    dev = dev or device()
+    if enabled and bf16_supported(dev):
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def _check_exists(path_or_id: str | os.PathLike) -> str:
+    text = str(path_or_id)
+    looks_local = text.startswith((".", "/", "~")) or os.sep in text and Path(text).parent.exists()
+    if looks_local and not Path(text).expanduser().exists():
+        raise HubstyleError(f"model folder '{text}' does not exist; check the path or give a Hub repo id")
+    return str(Path(text).expanduser()) if looks_local else text
+
+
+def load_tokenizer(path_or_id: str | os.PathLike, revision: str | None = None):
+    """Return the tokenizer of a model, with a pad token and left padding (what batched generation needs)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(_check_exists(path_or_id), revision=revision)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def load_base(
+    path_or_id: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    quantization: str | None = None,
+):
+    """Return a causal LM in eval mode; ``quantization`` '4bit'/'8bit' loads it through bitsandbytes."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict = {"revision": revision, "dtype": dtype}
+    if quantization:
+        kwargs["quantization_config"] = quantization_config(quantization)
+    model = AutoModelForCausalLM.from_pretrained(_check_exists(path_or_id), **kwargs)
+    if not quantization:
+        model.to(device())
+    return model.eval()
+
+
+def quantization_config(quantization: str):
+    """Return the ``BitsAndBytesConfig`` for '4bit' (nf4, double quant) or '8bit'."""
+    try:
+        from transformers import BitsAndBytesConfig
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:  # pragma: no cover - depends on extras
+        raise HubstyleError("quantization needs bitsandbytes: pip install 'hubstyle[gpu]'") from err
+    if quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if bf16_supported() else torch.float32,
+        )
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    raise HubstyleError(f"unknown quantization '{quantization}'; use '4bit' or '8bit'")
+
+
+def load_adapters(base_model, adapters: Mapping[str, str | os.PathLike], revision: str | None = None):
+    """Return a ``PeftModel`` over ``base_model`` with every adapter in ``adapters`` (name -> folder or repo) loaded."""
+    from peft import PeftModel
+
+    if not adapters:
+        raise HubstyleError("no adapter given; pass at least one adapter folder or repo id")
+    model = None
+    for name, where in adapters.items():
+        if name == BASE_ADAPTER_NAME:
+            raise HubstyleError(f"'{BASE_ADAPTER_NAME}' is reserved for the base model; rename that adapter")
+        where = _check_exists(where)
+        try:
+            if model is None:
+                model = PeftModel.from_pretrained(base_model, where, adapter_name=name, revision=revision)
+            else:
+                model.load_adapter(where, adapter_name=name, revision=revision)
+        except ValueError as err:
+            raise HubstyleError(f"adapter '{name}' ({where}) does not fit the base model: {err}") from err
+    return model.eval()
