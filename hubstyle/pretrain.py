@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
+import torch
+
+from hubstyle.config import PretrainConfig
 from hubstyle.errors import HubstyleError
+from hubstyle.loop import LoopSettings, mean_nll, train_loop
+from hubstyle.packing import pack
+from hubstyle.plots import plot_loss
+
+PRETRAIN_REPORT = "pretrain_report.json"
 
 SPECIAL_TOKENS = ["<|endoftext|>"]
 
@@ -48,3 +59,114 @@ def tiny_config(vocab_size: int, *, n_layer: int = 4, n_embd: int = 256, n_head:
         pad_token_id=0,
         tie_word_embeddings=True,
     )
+
+
+@dataclass
+class PretrainReport:
+    """What pretraining produced: sizes, time, and validation losses of the model and the bigram baseline."""
+
+    out_dir: str
+    vocab_size: int
+    n_params: int
+    train_tokens: int
+    validation_tokens: int
+    steps: int
+    seconds: float
+    tokens_per_second: float
+    val_loss: float
+    bigram_val_loss: float
+    history: list[dict]
+
+    def as_dict(self) -> dict:
+        """Return the report as plain data."""
+        return asdict(self)
+
+
+class BigramBaseline:
+    """A count-based bigram LM (interpolated with unigrams): the floor a transformer has to beat."""
+
+    def __init__(self, vocab_size: int, interpolation: float = 0.9):
+        self.vocab_size = vocab_size
+        self.interpolation = interpolation
+        self.log_probs: torch.Tensor | None = None
+
+    def fit(self, blocks: torch.Tensor) -> "BigramBaseline":
+        """Return self after counting the bigrams inside each packed block."""
+        v = self.vocab_size
+        prev, nxt = blocks[:, :-1].reshape(-1), blocks[:, 1:].reshape(-1)
+        counts = torch.bincount(prev * v + nxt, minlength=v * v).view(v, v).float()
+        unigram = (torch.bincount(blocks.reshape(-1), minlength=v).float() + 1.0)
+        unigram /= unigram.sum()
+        rows = counts.sum(1, keepdim=True)
+        bigram = torch.where(rows > 0, counts / rows.clamp(min=1), unigram)
+        lam = self.interpolation
+        self.log_probs = torch.log(lam * bigram + (1 - lam) * unigram)
+        return self
+
+    def mean_nll(self, blocks: torch.Tensor) -> float:
+        """Return the mean next-token NLL (nats/token) over the same positions a causal LM is scored on."""
+        if self.log_probs is None:
+            raise HubstyleError("the bigram baseline must be fit before it is scored")
+        return float(-self.log_probs[blocks[:, :-1], blocks[:, 1:]].mean())
+
+
+def pretrain_base(
+    train_texts: list[str],
+    validation_texts: list[str],
+    out_dir: str | Path,
+    cfg: PretrainConfig | None = None,
+) -> PretrainReport:
+    """Return the report of training a tokenizer and a tiny GPT from scratch, saved as an HF folder in `out_dir`."""
+    from transformers import GenerationConfig, GPT2LMHeadModel
+
+    cfg = cfg or PretrainConfig()
+    out_dir = Path(out_dir)
+    if not train_texts or not validation_texts:
+        raise HubstyleError("pretraining needs non-empty train and validation texts")
+    tokenizer = train_tokenizer(train_texts, vocab_size=cfg.vocab_size)
+    train_blocks = pack(train_texts, tokenizer, cfg.block_size, what="pretraining corpus")
+    val_blocks = pack(validation_texts, tokenizer, cfg.block_size, what="pretraining validation split")
+    torch.manual_seed(cfg.seed)
+    model = GPT2LMHeadModel(
+        tiny_config(len(tokenizer), n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head, n_positions=cfg.block_size)
+    )
+    settings = LoopSettings(
+        batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        max_steps=cfg.max_steps,
+        warmup_steps=min(50, cfg.max_steps // 10),
+        weight_decay=0.1,
+        seed=cfg.seed,
+        eval_every=max(1, cfg.max_steps // 10),
+        time_budget_s=cfg.time_budget_s,
+        desc="pretraining tiny base",
+    )
+    result = train_loop(model, train_blocks, settings, val_blocks=val_blocks[:64])
+    val_loss = mean_nll(model, val_blocks, batch_size=cfg.batch_size, bf16=True)
+    bigram = BigramBaseline(len(tokenizer)).fit(train_blocks).mean_nll(val_blocks)
+
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id
+    )
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    report = PretrainReport(
+        out_dir=str(out_dir),
+        vocab_size=len(tokenizer),
+        n_params=sum(p.numel() for p in model.parameters()),
+        train_tokens=train_blocks.numel(),
+        validation_tokens=val_blocks.numel(),
+        steps=result.steps,
+        seconds=result.seconds,
+        tokens_per_second=result.tokens_per_second,
+        val_loss=val_loss,
+        bigram_val_loss=bigram,
+        history=result.history,
+    )
+    (tmp / PRETRAIN_REPORT).write_text(json.dumps(report.as_dict(), indent=2), encoding="utf-8")
+    plot_loss(result.history, tmp / "loss.png", title="Tiny base pretraining")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return report

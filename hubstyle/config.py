@@ -1,0 +1,264 @@
+"""Run configuration: dataclasses with defaults, loaded from one YAML file and validated key by key."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hubstyle.errors import HubstyleError
+
+TRAINING_METHODS = ("lora", "qlora", "full", "freeze_attention")
+QUANTIZATIONS = ("4bit", "8bit")
+
+
+@dataclass
+class CorpusConfig:
+    """One style corpus: a named corpus, a .txt/.csv/.jsonl file, or `hf:owner/name` dataset."""
+
+    source: str = "shakespeare"
+    name: str | None = None  # style label; defaults to the source's name
+    column: str | None = None  # text column for csv/jsonl/HF datasets
+    split: str = "train"  # HF dataset split
+
+    @property
+    def label(self) -> str:
+        """Return the style label: `name`, else the file stem or corpus name."""
+        return self.name or Path(self.source.removeprefix("hf:").split(":")[0]).stem
+
+
+@dataclass
+class DialogueConfig:
+    """Turn a `Name: line` script into one speaker's samples with the previous rounds as context."""
+
+    speaker: str | None = None  # None: train on the whole text, not on dialogue samples
+    rounds: int = 5
+    keep_narration: bool = False
+
+    def __post_init__(self) -> None:
+        _check_range("dialogue.rounds", self.rounds, low=0)
+
+
+@dataclass
+class MixConfig:
+    """How several style corpora are combined: balanced so each ends with about the same token count."""
+
+    balance: bool = True
+    target_tokens: int | None = None  # None: the smallest style's count
+
+    def __post_init__(self) -> None:
+        if self.target_tokens is not None:
+            _check_range("mix.target_tokens", self.target_tokens, low=1)
+
+
+@dataclass
+class SplitConfig:
+    """Train/validation/test split by contiguous segments of blocks, deterministic under `seed`."""
+
+    validation: float = 0.05
+    test: float = 0.05
+    seed: int = 0
+    segments: int = 20
+
+    def __post_init__(self) -> None:
+        _check_range("split.validation", self.validation, low=0.0, high=0.5)
+        _check_range("split.test", self.test, low=0.0, high=0.5)
+        _check_range("split.segments", self.segments, low=3)
+
+
+@dataclass
+class TrainingConfig:
+    """Adapter (or full) training hyper-parameters."""
+
+    method: str = "lora"  # lora | qlora | full | freeze_attention
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] | None = None  # None: chosen per architecture
+    quantization: str | None = None  # 4bit | 8bit; qlora defaults to 4bit
+    cutoff_len: int = 256  # tokens per packed training sequence
+    batch_size: int = 8
+    epochs: float = 1.0
+    max_steps: int | None = None  # overrides epochs when set
+    learning_rate: float = 2e-4
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 200
+    eval_every: int = 100
+    bf16: bool = True  # bf16 autocast where the hardware supports it
+
+    def __post_init__(self) -> None:
+        _check_choice("training.method", self.method, TRAINING_METHODS)
+        if self.quantization is not None:
+            _check_choice("training.quantization", self.quantization, QUANTIZATIONS)
+        if self.method == "qlora" and self.quantization is None:
+            self.quantization = "4bit"
+        if self.quantization and self.method not in ("lora", "qlora"):
+            raise HubstyleError(f"training.quantization='{self.quantization}' needs method 'lora' or 'qlora'")
+        _check_range("training.lora_rank", self.lora_rank, low=1)
+        _check_range("training.lora_alpha", self.lora_alpha, low=1)
+        _check_range("training.lora_dropout", self.lora_dropout, low=0.0, high=0.99)
+        _check_range("training.cutoff_len", self.cutoff_len, low=8)
+        _check_range("training.batch_size", self.batch_size, low=1)
+        _check_range("training.epochs", self.epochs, low=0.0, strict=True)
+        if self.max_steps is not None:
+            _check_range("training.max_steps", self.max_steps, low=1)
+        _check_range("training.learning_rate", self.learning_rate, low=0.0, high=1.0, strict=True)
+        _check_range("training.warmup_steps", self.warmup_steps, low=0)
+        _check_range("training.checkpoint_every", self.checkpoint_every, low=1)
+        _check_range("training.eval_every", self.eval_every, low=1)
+
+
+@dataclass
+class PretrainConfig:
+    """The tiny offline base: tokenizer and GPT-style model trained from scratch on a generic corpus."""
+
+    corpus: str = "wikitext"
+    vocab_size: int = 4096
+    n_layer: int = 4
+    n_embd: int = 256
+    n_head: int = 4
+    block_size: int = 256
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    max_steps: int = 1000
+    time_budget_s: float | None = None  # stop early when this many seconds have passed
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_range("pretrain.vocab_size", self.vocab_size, low=300)
+        _check_range("pretrain.n_layer", self.n_layer, low=1)
+        _check_range("pretrain.block_size", self.block_size, low=8)
+        _check_range("pretrain.batch_size", self.batch_size, low=1)
+        _check_range("pretrain.max_steps", self.max_steps, low=1)
+        if self.n_embd % self.n_head:
+            raise HubstyleError(f"pretrain.n_embd={self.n_embd} must be a multiple of pretrain.n_head={self.n_head}")
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs: base model, style corpora, dialogue, mix, split, training, output folder."""
+
+    base_model: str = "tiny"  # Hub id or folder; "tiny" = the base hubstyle pretrains into OUTPUT_DIR/base
+    output_dir: str = "runs/shakespeare"
+    style: str | None = None  # the adapter's style label; defaults to the first corpus's label
+    corpora: list[CorpusConfig] = field(default_factory=lambda: [CorpusConfig()])
+    generic_corpus: str = "wikitext"  # modern English: forgetting is measured on it
+    dialogue: DialogueConfig = field(default_factory=DialogueConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+
+    def __post_init__(self) -> None:
+        if not self.corpora:
+            raise HubstyleError("corpora is empty; list at least one style corpus (e.g. '- source: shakespeare')")
+        labels = [c.label for c in self.corpora]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise HubstyleError(f"corpora share the style name {dupes[0]!r}; give each a distinct 'name'")
+        if self.style is None:
+            self.style = labels[0]
+
+    @property
+    def out(self) -> Path:
+        """Return the output folder as a Path."""
+        return Path(self.output_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as plain data (what gets written next to the run's outputs)."""
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Return the RunConfig in a YAML file; every error names the key and the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise HubstyleError(f"config file '{path}' not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise HubstyleError(f"config file '{path}' is not UTF-8 text") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise HubstyleError(f"bad YAML in '{path}'{where}: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise HubstyleError(f"config file '{path}' must hold a mapping of keys, not a {type(raw).__name__}")
+    raw.update(overrides or {})
+    try:
+        return from_dict(RunConfig, raw)
+    except HubstyleError as err:
+        raise HubstyleError(f"{path}: {err}") from None
+
+
+def from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
+    """Return an instance of dataclass `cls` built from `raw`, rejecting unknown keys with a suggestion."""
+    if not isinstance(raw, dict):
+        raise HubstyleError(f"'{prefix.rstrip('.') or 'config'}' must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f"; valid keys: {', '.join(names)}"
+            raise HubstyleError(f"unknown key '{prefix}{key}'{hint}")
+        kwargs[key] = _convert(hints[key], value, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    """Return `value` checked (and gently coerced: int -> float) against type hint `tp`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _convert(non_none[0], value, key)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value if value is not None else {}, prefix=f"{key}.")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, (str, dict)) and item is str and isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise HubstyleError(f"'{key}' must be a list, got {value!r}")
+        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML reads 2e-4 as a string
+            return float(value)
+        except ValueError:
+            pass
+    if tp in (int, float, str, bool) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+        raise HubstyleError(f"'{key}' must be {tp.__name__}, got {value!r}")
+    return value
+
+
+def _check_range(key: str, value: float, *, low: float | None = None, high: float | None = None, strict=False) -> None:
+    too_low = low is not None and (value <= low if strict else value < low)
+    too_high = high is not None and value > high
+    if too_low or too_high:
+        bounds = f"{'>' if strict else '>='} {low}" if high is None else f"between {low} and {high}"
+        raise HubstyleError(f"'{key}' must be {bounds}, got {value!r}")
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        close = difflib.get_close_matches(value, choices, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise HubstyleError(f"'{key}' is '{value}': {hint}valid values: {', '.join(choices)}")

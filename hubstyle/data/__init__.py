@@ -1,0 +1,51 @@
+"""Corpora: named reference sets, local files and HF datasets as blocks; dialogue samples; token balancing; splits."""
+
+from hubstyle.data.clean import (
+    detokenize_wikitext,
+    milton_blocks,
+    paragraph_blocks,
+    shakespeare_blocks,
+    strip_gutenberg,
+    wikitext_blocks,
+)
+from hubstyle.data.dialogue import DialogueSample, Turn, extract_dialogue, parse_turns
+from hubstyle.data.mix import MixReport, StyleMix, balance_by_tokens
+from hubstyle.data.sources import (
+    NAMED_CORPORA,
+    Corpus,
+    CorpusFile,
+    NamedCorpus,
+    data_dir,
+    download_cache_dir,
+    download_file,
+    load_corpus,
+    named_corpus_files,
+)
+from hubstyle.data.splits import Splits, split_blocks
+
+__all__ = [
+    "NAMED_CORPORA",
+    "Corpus",
+    "CorpusFile",
+    "DialogueSample",
+    "MixReport",
+    "NamedCorpus",
+    "Splits",
+    "StyleMix",
+    "Turn",
+    "balance_by_tokens",
+    "data_dir",
+    "detokenize_wikitext",
+    "download_cache_dir",
+    "download_file",
+    "extract_dialogue",
+    "load_corpus",
+    "milton_blocks",
+    "named_corpus_files",
+    "paragraph_blocks",
+    "parse_turns",
+    "shakespeare_blocks",
+    "split_blocks",
+    "strip_gutenberg",
+    "wikitext_blocks",
+]

@@ -1,0 +1,327 @@
+"""Corpora from a named reference set, local ``.txt``/``.csv``/``.jsonl`` files, or a Hugging Face dataset."""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import json
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hubstyle.data.clean import milton_blocks, paragraph_blocks, shakespeare_blocks, wikitext_blocks
+from hubstyle.errors import HubstyleError
+
+DATA_DIR_ENV = "HUBSTYLE_DATA_DIR"
+HF_PREFIX = "hf:"
+DEFAULT_COLUMN = "text"
+DOWNLOAD_TIMEOUT_S = 60
+LOCAL_EXTENSIONS = (".txt", ".csv", ".jsonl")
+
+
+@dataclass
+class Corpus:
+    """A text corpus as contiguous blocks (speeches, paragraphs, verse paragraphs) in source order."""
+
+    name: str
+    blocks: list[str]
+    source: str
+
+    def text(self) -> str:
+        """Return the whole corpus, blocks separated by blank lines."""
+        return "\n\n".join(self.blocks)
+
+
+@dataclass(frozen=True)
+class CorpusFile:
+    """One file of a named corpus: where it sits under a data dir, where it is published, and its sha256."""
+
+    path: str
+    url: str | None
+    sha256: str
+
+
+@dataclass(frozen=True)
+class NamedCorpus:
+    """A reference corpus hubstyle knows by name: its files and the cleaner that turns each file into blocks."""
+
+    name: str
+    files: tuple[CorpusFile, ...]
+    cleaner: Callable[[str], list[str]]
+    description: str
+    hint: str = ""  # added to the error when a file can't be found or fetched
+
+
+NAMED_CORPORA: dict[str, NamedCorpus] = {
+    "shakespeare": NamedCorpus(
+        name="shakespeare",
+        files=(
+            CorpusFile(
+                "tinyshakespeare/input.txt",
+                "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+                "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+            ),
+        ),
+        cleaner=shakespeare_blocks,
+        description="tinyshakespeare (karpathy/char-rnn): one block per speech",
+    ),
+    "wikitext": NamedCorpus(
+        name="wikitext",
+        files=(
+            CorpusFile(
+                "wikitext-2/valid.txt",
+                "https://raw.githubusercontent.com/pytorch/examples/main/word_language_model/data/wikitext-2/valid.txt",
+                "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8",
+            ),
+            CorpusFile(
+                "wikitext-2/test.txt",
+                "https://raw.githubusercontent.com/pytorch/examples/main/word_language_model/data/wikitext-2/test.txt",
+                "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0",
+            ),
+        ),
+        cleaner=wikitext_blocks,
+        description="wikitext-2 raw valid+test, detokenised: one block per paragraph",
+    ),
+    "milton": NamedCorpus(
+        name="milton",
+        files=(
+            CorpusFile(
+                "milton/paradise_lost.txt",
+                None,
+                "017f904a417a3cf3534fde361eb5e9ce001630e9801a734e823ffc20d7b98943",
+            ),
+        ),
+        cleaner=milton_blocks,
+        description="Milton's Paradise Lost (Project Gutenberg plboss10): one block per verse paragraph",
+        hint="it has no stable plain-text URL, so HUBSTYLE_DATA_DIR must hold milton/paradise_lost.txt",
+    ),
+}
+
+
+def data_dir() -> Path | None:
+    """Return the reference-corpora folder named by ``HUBSTYLE_DATA_DIR``, or None when it is unset."""
+    value = os.environ.get(DATA_DIR_ENV, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def download_cache_dir() -> Path:
+    """Return the folder downloads of named corpora go to: ``<HF_HOME>/hubstyle/corpora``."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME) / "hubstyle" / "corpora"
+
+
+# --- named corpora ------------------------------------------------------------------------------------------------
+
+
+def named_corpus_files(name: str, *, urls: dict[str, str] | None = None) -> list[Path]:
+    """Return local paths of a named corpus's files: from ``data_dir()``, else the cache, else downloaded once.
+
+    ``urls`` maps a file's relative path to a URL that replaces its canonical one (a mirror; tests use 127.0.0.1).
+    """
+    spec = _named_spec(name)
+    root = data_dir()
+    paths = []
+    for file in spec.files:
+        if root is not None and (root / file.path).is_file():
+            paths.append(root / file.path)
+            continue
+        cached = download_cache_dir() / file.path
+        if cached.is_file() and _sha256(cached) == file.sha256:
+            paths.append(cached)
+            continue
+        url = (urls or {}).get(file.path, file.url)
+        if url is None:
+            where = f"{DATA_DIR_ENV}={root}" if root is not None else f"{DATA_DIR_ENV} is not set"
+            raise HubstyleError(f"named corpus {name!r} needs {file.path} and {where}: {spec.hint}")
+        paths.append(download_file(url, cached, file.sha256, what=f"{name!r} ({file.path})"))
+    return paths
+
+
+def download_file(url: str, dest: Path, sha256: str, *, what: str = "file") -> Path:
+    """Return ``dest`` after downloading ``url`` to it atomically and checking its sha256 (deleting a bad download)."""
+    if _is_truthy(os.environ.get("HF_HUB_OFFLINE")):
+        raise HubstyleError(
+            f"can't download {what} from {url}: HF_HUB_OFFLINE is set; unset it, "
+            f"or set {DATA_DIR_ENV} to a folder that already holds the file"
+        )
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    try:
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+                while chunk := response.read(1 << 16):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise HubstyleError(
+                f"could not download {what} from {url} ({reason}); check the connection, "
+                f"or set {DATA_DIR_ENV} to a folder that holds the file"
+            ) from exc
+        if digest.hexdigest() != sha256:
+            raise HubstyleError(
+                f"download of {what} from {url} has sha256 {digest.hexdigest()}, expected {sha256}; the file was "
+                f"deleted: check the URL or mirror, or set {DATA_DIR_ENV} to a folder with the right file"
+            )
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed or interrupted download leaves nothing behind
+    return dest
+
+
+def _named_spec(name: str) -> NamedCorpus:
+    if name in NAMED_CORPORA:
+        return NAMED_CORPORA[name]
+    close = difflib.get_close_matches(name, NAMED_CORPORA, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise HubstyleError(f"unknown named corpus {name!r}: {hint}known corpora are {', '.join(sorted(NAMED_CORPORA))}")
+
+
+def _is_truthy(value: str | None) -> bool:
+    return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- loading ------------------------------------------------------------------------------------------------------
+
+
+def load_corpus(source: str, *, name: str | None = None, column: str | None = None, split: str = "train") -> Corpus:
+    """Return the corpus ``source`` names: a named corpus, a ``.txt``/``.csv``/``.jsonl`` file, or ``hf:owner/name``.
+
+    A Hugging Face source may add a config (``hf:owner/name:config``) or be a local dataset folder (``hf:./folder``,
+    including one written by ``save_to_disk``). ``column`` picks the text field of a csv, jsonl or HF dataset (default
+    ``"text"``); ``split`` the HF split.
+    """
+    source = str(source)
+    if source.startswith(HF_PREFIX):
+        blocks, where = _hf_blocks(source[len(HF_PREFIX) :], column or DEFAULT_COLUMN, split)
+        label = name or where.rstrip("/").split("/")[-1].split(":")[0]
+    elif source in NAMED_CORPORA:
+        spec = NAMED_CORPORA[source]
+        paths = named_corpus_files(source)
+        blocks = [block for path in paths for block in spec.cleaner(_read_text(path))]
+        where, label = ", ".join(str(p) for p in paths), name or source
+    else:
+        path = Path(source).expanduser()
+        if path.suffix.lower() not in LOCAL_EXTENSIONS:
+            if not path.suffix and not path.exists():
+                _named_spec(source)  # a bare word is a (misspelt) corpus name: raises with a suggestion
+            raise HubstyleError(
+                f"unsupported corpus file {source!r}: use a .txt, .csv or .jsonl file, a named corpus "
+                f"({', '.join(sorted(NAMED_CORPORA))}) or hf:owner/name"
+            )
+        if not path.is_file():
+            raise HubstyleError(f"corpus file {str(path)!r} not found: check the path")
+        reader = {".txt": _txt_blocks, ".csv": _csv_blocks, ".jsonl": _jsonl_blocks}[path.suffix.lower()]
+        blocks = reader(path, column or DEFAULT_COLUMN)
+        where, label = str(path), name or path.stem
+    blocks = [b for b in blocks if b.strip()]
+    if not blocks:
+        raise HubstyleError(f"corpus {source!r} is empty (no text after cleaning): give it some text")
+    return Corpus(name=label, blocks=blocks, source=where)
+
+
+def _read_text(path: Path) -> str:
+    """Return a file's text as UTF-8 (newlines normalised), refusing binary files."""
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise HubstyleError(f"{str(path)!r} looks like a binary file (it has NUL bytes): give a UTF-8 text file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise HubstyleError(
+            f"{str(path)!r} is not valid UTF-8 text (bad byte at offset {exc.start}): "
+            "re-save it as UTF-8 or check it is not a binary file"
+        ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _txt_blocks(path: Path, column: str) -> list[str]:
+    del column  # plain text has no columns
+    return paragraph_blocks(_read_text(path))
+
+
+def _csv_blocks(path: Path, column: str) -> list[str]:
+    text = _read_text(path)
+    csv.field_size_limit(1 << 30)
+    reader = csv.DictReader(text.splitlines(keepends=True))
+    columns = reader.fieldnames or []
+    if column not in columns:
+        raise HubstyleError(
+            f"{str(path)!r} has no column {column!r}: available columns are {columns}; pass column=<name>"
+        )
+    return [(row.get(column) or "").strip() for row in reader]
+
+
+def _jsonl_blocks(path: Path, column: str) -> list[str]:
+    blocks = []
+    for number, line in enumerate(_read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise HubstyleError(
+                f"{str(path)!r} line {number} is not valid JSON ({exc.msg}): fix or remove it"
+            ) from None
+        if not isinstance(record, dict) or column not in record:
+            keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise HubstyleError(
+                f"{str(path)!r} line {number} has no field {column!r} (it has {keys}); pass column=<name>"
+            )
+        value = record[column]
+        if not isinstance(value, str):
+            raise HubstyleError(
+                f"{str(path)!r} line {number}: field {column!r} is {type(value).__name__}, not a string"
+            )
+        blocks.append(value.strip())
+    return blocks
+
+
+def _hf_blocks(dataset: str, column: str, split: str) -> tuple[list[str], str]:
+    """Return the ``column`` values of a Hugging Face dataset ``owner/name[:config]`` (or a local folder) and its id."""
+    import datasets
+
+    path, config = dataset, None
+    if not Path(dataset).expanduser().exists() and ":" in dataset:
+        path, config = dataset.rsplit(":", 1)
+    local = Path(path).expanduser()
+    try:
+        if (local / "state.json").is_file() or (local / "dataset_dict.json").is_file():
+            # A folder written by Dataset.save_to_disk, which load_dataset refuses.
+            ds = datasets.load_from_disk(str(local))
+            if isinstance(ds, datasets.DatasetDict):
+                if split not in ds:
+                    raise HubstyleError(f"dataset {dataset!r} has no split {split!r}: splits are {list(ds)}")
+                ds = ds[split]
+        else:
+            ds = datasets.load_dataset(path, config, split=split)
+    except HubstyleError:
+        raise
+    except Exception as exc:  # datasets raises many types (ConnectionError, ValueError, FileNotFoundError...)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HubstyleError(
+            f"could not load Hugging Face dataset {dataset!r} (split {split!r}): {reason}; "
+            "check the id, config and split, and that it is cached when offline"
+        ) from exc
+    if column not in ds.column_names:
+        raise HubstyleError(
+            f"dataset {dataset!r} has no column {column!r}: available columns are {ds.column_names}; pass column=<name>"
+        )
+    return [str(v).strip() for v in ds[column] if v is not None], dataset

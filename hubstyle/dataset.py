@@ -1,0 +1,69 @@
+"""From a RunConfig to the texts a run trains and measures on: corpora -> dialogue -> splits -> balanced mix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from hubstyle.config import RunConfig
+from hubstyle.data import Splits, balance_by_tokens, extract_dialogue, load_corpus, split_blocks
+from hubstyle.errors import HubstyleError
+
+
+@dataclass
+class StyleData:
+    """Each style's leak-free splits, the balanced training texts, and the token counts behind them."""
+
+    splits: dict[str, Splits]
+    train_texts: dict[str, list[str]]  # after balancing
+    token_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    mix_report: dict | None = None
+
+    def all_train_texts(self) -> list[str]:
+        """Return every style's (balanced) training texts in one list."""
+        return [t for texts in self.train_texts.values() for t in texts]
+
+    def heldout(self, split: str = "test") -> dict[str, list[str]]:
+        """Return each style's held-out blocks of `split` ('validation' or 'test')."""
+        return {label: getattr(s, split) for label, s in self.splits.items()}
+
+
+def style_blocks(cfg: RunConfig) -> dict[str, list[str]]:
+    """Return each configured corpus's blocks (dialogue samples when a speaker is set), keyed by style label."""
+    out: dict[str, list[str]] = {}
+    for corpus_cfg in cfg.corpora:
+        corpus = load_corpus(corpus_cfg.source, name=corpus_cfg.label, column=corpus_cfg.column, split=corpus_cfg.split)
+        if cfg.dialogue.speaker:
+            samples = extract_dialogue(
+                corpus.text(), cfg.dialogue.speaker, rounds=cfg.dialogue.rounds, keep_narration=cfg.dialogue.keep_narration
+            )
+            out[corpus_cfg.label] = [s.text() for s in samples]
+        else:
+            out[corpus_cfg.label] = corpus.blocks
+    return out
+
+
+def build_style_data(cfg: RunConfig, count_tokens: Callable[[str], int]) -> StyleData:
+    """Return the run's StyleData: split every style by contiguous segments, then balance train splits by tokens."""
+    splits = {
+        label: split_blocks(
+            blocks, validation=cfg.split.validation, test=cfg.split.test, seed=cfg.split.seed, n_segments=cfg.split.segments
+        )
+        for label, blocks in style_blocks(cfg).items()
+    }
+    train = {label: s.train for label, s in splits.items()}
+    mix_report = None
+    if len(train) > 1 and cfg.mix.balance:
+        train, report = balance_by_tokens(train, count_tokens, target_tokens=cfg.mix.target_tokens)
+        mix_report = report.as_dict()
+    counts = {
+        label: {
+            "train": sum(count_tokens(t) for t in train[label]),
+            "validation": sum(count_tokens(t) for t in s.validation),
+            "test": sum(count_tokens(t) for t in s.test),
+        }
+        for label, s in splits.items()
+    }
+    if not any(train.values()):
+        raise HubstyleError("no training text left after splitting; give the corpora more text")
+    return StyleData(splits=splits, train_texts=train, token_counts=counts, mix_report=mix_report)

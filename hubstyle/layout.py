@@ -1,0 +1,70 @@
+"""File and folder names of a run directory: the one place they are spelled."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+TRAINING_FACTS = "hubstyle_training.json"  # written into every adapter/model folder hubstyle trains
+LOSS_HISTORY = "loss_history.json"
+LOSS_PLOT = "loss.png"
+METRICS = "metrics.json"
+DEMO_TABLE = "demo_table.json"
+CONFIG_COPY = "config.yaml"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths inside one run folder (what `hubstyle quickstart --out DIR` and `hubstyle train` write)."""
+
+    root: Path
+
+    @property
+    def base(self) -> Path:
+        """The tiny base model hubstyle pretrained (when the run uses one)."""
+        return self.root / "base"
+
+    @property
+    def adapter(self) -> Path:
+        """The style LoRA adapter (peft folder)."""
+        return self.root / "adapter"
+
+    @property
+    def model(self) -> Path:
+        """The fully fine-tuned model (methods `full` and `freeze_attention`)."""
+        return self.root / "model"
+
+    @property
+    def checkpoints(self) -> Path:
+        """Training checkpoints for resume (never published)."""
+        return self.root / "checkpoints"
+
+    @property
+    def classifier(self) -> Path:
+        """The style classifier (a standard sequence-classification folder)."""
+        return self.root / "classifier"
+
+    @property
+    def evaluation(self) -> Path:
+        """Evaluation outputs: metrics, demo table, plots."""
+        return self.root / "eval"
+
+    @property
+    def metrics(self) -> Path:
+        """The run's metrics.json (schema in README.md)."""
+        return self.root / METRICS
+
+    @property
+    def demo_table(self) -> Path:
+        """Base-vs-tuned demo table data."""
+        return self.root / DEMO_TABLE
+
+    @property
+    def publish(self) -> Path:
+        """Ready-to-push repo folders (each with its README card)."""
+        return self.root / "publish"
+
+    @property
+    def config(self) -> Path:
+        """Copy of the run config."""
+        return self.root / CONFIG_COPY

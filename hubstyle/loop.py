@@ -1,0 +1,254 @@
+"""The packed causal-LM training loop shared by pretraining and style training.
+
+One loop, read top to bottom: packed blocks in, AdamW with warmup + cosine, bf16 autocast, gradient
+clipping, periodic evaluation, checkpoints (safetensors + JSON, no pickles) and exact resume. Accelerate
+places the model and wraps it for multi-process runs (`accelerate launch -m hubstyle.cli train ...`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from hubstyle.errors import HubstyleError
+from hubstyle.models import autocast, bf16_supported
+
+CHECKPOINT_PREFIX = "step-"
+
+
+@dataclass
+class LoopSettings:
+    """Optimisation settings for one call of `train_loop`."""
+
+    batch_size: int = 8
+    learning_rate: float = 2e-4
+    max_steps: int = 100
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    bf16: bool = True
+    seed: int = 0
+    checkpoint_every: int | None = None
+    eval_every: int | None = None
+    time_budget_s: float | None = None
+    desc: str = "training"
+
+
+@dataclass
+class LoopResult:
+    """What a training run did: steps, tokens, time, and the loss history."""
+
+    steps: int
+    tokens: int
+    seconds: float
+    tokens_per_second: float
+    bf16: bool
+    history: list[dict] = field(default_factory=list)
+    final_train_loss: float | None = None
+    final_val_loss: float | None = None
+
+    def as_dict(self) -> dict:
+        """Return the result as plain data."""
+        return asdict(self)
+
+
+def quiet() -> bool:
+    """Return whether progress bars are off (HUBSTYLE_QUIET=1, as in tests)."""
+    return os.environ.get("HUBSTYLE_QUIET", "") not in ("", "0")
+
+
+def lr_at(step: int, settings: LoopSettings) -> float:
+    """Return the learning rate at `step`: linear warmup, then cosine decay to 10% of the peak."""
+    if step < settings.warmup_steps:
+        return settings.learning_rate * (step + 1) / settings.warmup_steps
+    span = max(1, settings.max_steps - settings.warmup_steps)
+    progress = min(1.0, (step - settings.warmup_steps) / span)
+    return settings.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def batch_order(n_blocks: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
+    """Return the block indices of batch `step`: a seeded permutation per epoch, so resume replays it."""
+    per_epoch = max(1, n_blocks // batch_size)
+    epoch, index = divmod(step, per_epoch)
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(n_blocks, generator=gen)
+    chosen = perm[index * batch_size : (index + 1) * batch_size]
+    if len(chosen) < batch_size:  # fewer blocks than one batch: wrap around
+        chosen = perm.repeat(math.ceil(batch_size / n_blocks))[:batch_size]
+    return chosen
+
+
+@torch.no_grad()
+def mean_nll(model, blocks: torch.Tensor, *, batch_size: int = 8, bf16: bool = False) -> float:
+    """Return the mean next-token negative log-likelihood (nats/token) of `model` over packed `blocks`."""
+    was_training = model.training
+    model.eval()
+    dev = next(p.device for p in model.parameters())
+    total, count = 0.0, 0
+    for start in range(0, len(blocks), batch_size):
+        batch = blocks[start : start + batch_size].to(dev)
+        with autocast(bf16, dev):
+            logits = model(input_ids=batch).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        nll = -logp.gather(-1, batch[:, 1:, None]).squeeze(-1)
+        total += nll.sum().item()
+        count += nll.numel()
+    model.train(was_training)
+    return total / count
+
+
+def train_loop(
+    model,
+    train_blocks: torch.Tensor,
+    settings: LoopSettings,
+    *,
+    val_blocks: torch.Tensor | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    on_checkpoint: Callable[[Path], None] | None = None,
+) -> LoopResult:
+    """Return the LoopResult of training `model`'s trainable parameters on `train_blocks` in place."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    accelerator = Accelerator()
+    torch.manual_seed(settings.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise HubstyleError("the model has no trainable parameters; check the training method")
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.learning_rate,
+        betas=(0.9, 0.95),
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    use_bf16 = settings.bf16 and bf16_supported(accelerator.device)
+
+    start_step, history, seconds_before = 0, [], 0.0
+    if resume:
+        ckpt = latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
+        if ckpt is None:
+            raise HubstyleError(f"nothing to resume: no checkpoint under '{checkpoint_dir}'")
+        start_step, history, seconds_before = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer)
+
+    world, rank = accelerator.num_processes, accelerator.process_index
+    tokens_per_step = settings.batch_size * train_blocks.shape[1]
+    model.train()
+    t0 = time.perf_counter()
+    bar = tqdm(
+        total=settings.max_steps, initial=start_step, desc=settings.desc,
+        disable=quiet() or not accelerator.is_local_main_process, dynamic_ncols=True,
+    )
+    loss_value = None
+    for step in range(start_step, settings.max_steps):
+        if settings.time_budget_s and seconds_before + time.perf_counter() - t0 > settings.time_budget_s:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, settings)
+        idx = batch_order(len(train_blocks), settings.batch_size, step, settings.seed)[rank::world]
+        batch = train_blocks[idx].to(accelerator.device)
+        with autocast(use_bf16, accelerator.device):
+            loss = model(input_ids=batch, labels=batch).loss
+        accelerator.backward(loss)
+        if settings.grad_clip:
+            accelerator.clip_grad_norm_(params, settings.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_value = accelerator.reduce(loss.detach().float(), reduction="mean").item()
+        record = {"step": step + 1, "loss": loss_value, "lr": lr_at(step, settings), "tokens": (step + 1) * tokens_per_step}
+        done = step + 1
+        if val_blocks is not None and settings.eval_every and (done % settings.eval_every == 0 or done == settings.max_steps):
+            record["val_loss"] = mean_nll(model, val_blocks, batch_size=settings.batch_size, bf16=use_bf16)
+        history.append(record)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.3f}")
+        if checkpoint_dir and settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < settings.max_steps:
+            if accelerator.is_main_process:
+                path = save_checkpoint(
+                    checkpoint_dir, done, accelerator.unwrap_model(model), optimizer, history,
+                    seconds_before + time.perf_counter() - t0,
+                )
+                if on_checkpoint:
+                    on_checkpoint(path)
+            accelerator.wait_for_everyone()
+    bar.close()
+    steps_done = len(history)
+    seconds = seconds_before + time.perf_counter() - t0
+    val = mean_nll(model, val_blocks, batch_size=settings.batch_size, bf16=use_bf16) if val_blocks is not None else None
+    return LoopResult(
+        steps=steps_done,
+        tokens=steps_done * tokens_per_step,
+        seconds=seconds,
+        tokens_per_second=(steps_done - start_step) * tokens_per_step / max(1e-9, time.perf_counter() - t0),
+        bf16=use_bf16,
+        history=history,
+        final_train_loss=loss_value,
+        final_val_loss=val,
+    )
+
+
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(root: Path, step: int, model, optimizer, history: list[dict], seconds: float) -> Path:
+    """Return the folder of a new checkpoint: trainable weights, optimizer state (safetensors) and progress (JSON)."""
+    from safetensors.torch import save_file
+
+    final = Path(root) / f"{CHECKPOINT_PREFIX}{step:07d}"
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(_trainable_state(model), str(tmp / "trainable.safetensors"))
+    opt = optimizer.state_dict()
+    tensors = {"rng.torch": torch.get_rng_state()}
+    for idx, state in opt["state"].items():
+        for key, value in state.items():
+            tensors[f"state.{idx}.{key}"] = torch.as_tensor(value).contiguous().cpu()
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    meta = {"step": step, "seconds": seconds, "param_groups": opt["param_groups"], "history": history}
+    (tmp / "progress.json").write_text(json.dumps(meta), encoding="utf-8")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final
+
+
+def latest_checkpoint(root: Path | None) -> Path | None:
+    """Return the newest complete checkpoint folder under `root`, or None."""
+    if root is None or not Path(root).is_dir():
+        return None
+    done = sorted(p for p in Path(root).glob(f"{CHECKPOINT_PREFIX}*") if (p / "progress.json").is_file())
+    return done[-1] if done else None
+
+
+def load_checkpoint(path: Path, model, optimizer) -> tuple[int, list[dict], float]:
+    """Return (step, history, seconds) after restoring weights, optimizer and RNG from checkpoint `path`."""
+    from safetensors.torch import load_file
+
+    weights = load_file(str(path / "trainable.safetensors"))
+    named = dict(model.named_parameters())
+    missing = [n for n in weights if n not in named]
+    if missing:
+        raise HubstyleError(f"checkpoint '{path}' does not fit this model (unknown weight '{missing[0]}')")
+    with torch.no_grad():
+        for name, value in weights.items():
+            named[name].copy_(value.to(named[name].device))
+    meta = json.loads((path / "progress.json").read_text(encoding="utf-8"))
+    tensors = load_file(str(path / "optimizer.safetensors"))
+    torch.set_rng_state(tensors.pop("rng.torch"))
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        _, idx, name = key.split(".", 2)
+        state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return meta["step"], meta["history"], meta["seconds"]

@@ -1,0 +1,193 @@
+"""Style training: LoRA / QLoRA adapters with peft, or full and freeze-attention fine-tunes, on packed text."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from hubstyle.config import TrainingConfig
+from hubstyle.errors import HubstyleError
+from hubstyle.layout import LOSS_HISTORY, LOSS_PLOT, TRAINING_FACTS
+from hubstyle.loop import LoopSettings, train_loop
+from hubstyle.models import load_base, load_tokenizer
+from hubstyle.packing import pack
+from hubstyle.plots import plot_loss
+
+# LoRA targets per architecture: attention and MLP projections (style lives in both); others fall back to
+# peft's "all-linear".
+TARGET_MODULES = {
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+    "gptj": ["q_proj", "k_proj", "v_proj", "out_proj", "fc_in", "fc_out"],
+    "opt": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
+    "bloom": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+    "falcon": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+    **{
+        name: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        for name in ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "smollm3", "olmo2")
+    },
+    "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+}
+ATTENTION_MARKERS = ("attn", "attention")
+
+
+@dataclass
+class TrainReport:
+    """Facts about one training run, recorded for metrics and the model card."""
+
+    method: str
+    base_model: str
+    out_dir: str
+    quantization: str | None
+    target_modules: list[str] | str | None
+    trainable_params: int
+    total_params: int
+    train_tokens: int
+    steps: int
+    seconds: float
+    tokens_per_second: float
+    bf16: bool
+    final_train_loss: float | None
+    final_val_loss: float | None
+    hyperparameters: dict
+
+    def as_dict(self) -> dict:
+        """Return the report as plain data."""
+        return asdict(self)
+
+
+def target_modules_for(model, override: list[str] | None = None) -> list[str] | str:
+    """Return the LoRA target modules: `override`, the per-architecture list, or peft's 'all-linear'."""
+    if override:
+        names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+        unknown = [m for m in override if m not in names]
+        if unknown:
+            raise HubstyleError(
+                f"training.target_modules names '{unknown[0]}', which this model does not have; "
+                f"linear layers here include: {', '.join(sorted(linear_module_names(model))[:12])}"
+            )
+        return list(override)
+    return TARGET_MODULES.get(getattr(model.config, "model_type", ""), "all-linear")
+
+
+def linear_module_names(model) -> set[str]:
+    """Return the short names of the model's linear-like layers (what LoRA can target)."""
+    from transformers.pytorch_utils import Conv1D
+
+    return {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))}
+
+
+def prepare_model(base_model: str, training: TrainingConfig):
+    """Return (model, target_modules) ready to train with `training.method`."""
+    model = load_base(base_model, quantization=training.quantization)
+    model.config.use_cache = False
+    torch.manual_seed(training.seed)  # adapter initialisation is part of what the seed reproduces
+    method = training.method
+    if method in ("lora", "qlora"):
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+        targets = target_modules_for(model, training.target_modules)
+        if training.quantization:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        lora = LoraConfig(
+            r=training.lora_rank,
+            lora_alpha=training.lora_alpha,
+            lora_dropout=training.lora_dropout,
+            target_modules=targets,
+            task_type="CAUSAL_LM",
+        )
+        return get_peft_model(model, lora), targets
+    if method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model, None
+    # freeze_attention: the style is learned by embeddings, MLPs and norms; attention patterns stay the base's
+    frozen = 0
+    for name, p in model.named_parameters():
+        is_attention = any(marker in name for marker in ATTENTION_MARKERS)
+        p.requires_grad_(not is_attention)
+        frozen += is_attention
+    if not frozen:
+        raise HubstyleError("freeze_attention found no attention weights (no parameter name contains 'attn')")
+    return model, None
+
+
+def train(
+    base_model: str,
+    train_texts: list[str],
+    validation_texts: list[str],
+    out_dir: str | Path,
+    training: TrainingConfig | None = None,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    data_facts: dict | None = None,
+) -> TrainReport:
+    """Return the TrainReport of training on `train_texts`; the adapter (or model) folder lands in `out_dir`."""
+    training = training or TrainingConfig()
+    out_dir = Path(out_dir)
+    tokenizer = load_tokenizer(base_model)
+    train_blocks = pack(train_texts, tokenizer, training.cutoff_len, what="training text")
+    val_blocks = pack(validation_texts, tokenizer, training.cutoff_len, what="validation text") if validation_texts else None
+    model, targets = prepare_model(base_model, training)
+    steps = training.max_steps or max(1, round(training.epochs * len(train_blocks) / training.batch_size))
+    settings = LoopSettings(
+        batch_size=training.batch_size,
+        learning_rate=training.learning_rate,
+        max_steps=steps,
+        warmup_steps=min(training.warmup_steps, steps // 2),
+        weight_decay=training.weight_decay,
+        grad_clip=training.grad_clip,
+        bf16=training.bf16,
+        seed=training.seed,
+        checkpoint_every=training.checkpoint_every,
+        eval_every=training.eval_every,
+        desc=f"{training.method} training",
+    )
+    result = train_loop(
+        model,
+        train_blocks,
+        settings,
+        val_blocks=val_blocks[:32] if val_blocks is not None else None,
+        checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
+        resume=resume,
+    )
+    report = TrainReport(
+        method=training.method,
+        base_model=str(base_model),
+        out_dir=str(out_dir),
+        quantization=training.quantization,
+        target_modules=targets,
+        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        total_params=sum(p.numel() for p in model.parameters()),
+        train_tokens=result.tokens,
+        steps=result.steps,
+        seconds=result.seconds,
+        tokens_per_second=result.tokens_per_second,
+        bf16=result.bf16,
+        final_train_loss=result.final_train_loss,
+        final_val_loss=result.final_val_loss,
+        hyperparameters=asdict(training),
+    )
+    save_trained(model, tokenizer, out_dir, report, result.history, data_facts or {})
+    return report
+
+
+def save_trained(model, tokenizer, out_dir: Path, report: TrainReport, history: list[dict], data_facts: dict) -> Path:
+    """Return `out_dir` after writing the adapter/model, tokenizer, facts, loss history and plot (atomically)."""
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.config.use_cache = True
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    facts = {**report.as_dict(), "data": data_facts}
+    (tmp / TRAINING_FACTS).write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
+    (tmp / LOSS_HISTORY).write_text(json.dumps(history), encoding="utf-8")
+    plot_loss(history, tmp / LOSS_PLOT, title=f"{report.method} training loss")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return out_dir
