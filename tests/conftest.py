@@ -17,6 +17,8 @@ if "HUBSTYLE_DATA_DIR" not in os.environ and _default_data.is_dir():
 
 import pytest  # noqa: E402
 
+pytest_plugins = ["tests.hubserver"]
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
