@@ -43,13 +43,18 @@ def style_blocks(cfg: RunConfig) -> dict[str, list[str]]:
     return out
 
 
-def build_style_data(cfg: RunConfig, count_tokens: Callable[[str], int]) -> StyleData:
-    """Return the run's StyleData: split every style by contiguous segments, then balance train splits by tokens."""
+def build_style_data(
+    cfg: RunConfig, count_tokens: Callable[[str], int], blocks: dict[str, list[str]] | None = None
+) -> StyleData:
+    """Return the run's StyleData: split every style by contiguous segments, then balance train splits by tokens.
+
+    `blocks` are `style_blocks(cfg)` when the caller already loaded them (to fail early, before writing anything).
+    """
     splits = {
         label: split_blocks(
             blocks, validation=cfg.split.validation, test=cfg.split.test, seed=cfg.split.seed, n_segments=cfg.split.segments
         )
-        for label, blocks in style_blocks(cfg).items()
+        for label, blocks in (blocks or style_blocks(cfg)).items()
     }
     train = {label: s.train for label, s in splits.items()}
     mix_report = None
