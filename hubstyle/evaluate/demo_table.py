@@ -1,0 +1,48 @@
+"""The demo table: a few prompts with the base and the style-tuned continuation, greedy so it reproduces.
+
+It is written to the run folder as demo_table.json, shown in the model card as Markdown and cached by the Space.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from hubstyle.evaluate.generation import decoding_settings, generate_side_by_side
+
+
+def demo_table(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    adapter: str,
+    max_new_tokens: int = 40,
+    *,
+    batch_size: int = 16,
+    bf16: bool = False,
+) -> dict[str, Any]:
+    """Return {"adapter", "decoding", "rows": [{"prompt", "base", "tuned"}]} from greedy side-by-side decoding."""
+    pairs = generate_side_by_side(
+        model, tokenizer, prompts, adapter, max_new_tokens=max_new_tokens, do_sample=False,
+        batch_size=batch_size, bf16=bf16,
+    )
+    decoding = decoding_settings(max_new_tokens=max_new_tokens, do_sample=False, temperature=1.0, top_p=1.0, seed=0)
+    decoding["bf16"] = bool(bf16)
+    rows = [{"prompt": prompt, "base": base, "tuned": tuned} for prompt, (base, tuned) in zip(prompts, pairs)]
+    return {"adapter": adapter, "decoding": decoding, "rows": rows}
+
+
+def markdown_cell(text: str) -> str:
+    """Return ``text`` safe inside a Markdown table cell: pipes escaped, newlines as <br>, never empty."""
+    text = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>")
+    return text.strip() or "*(empty)*"
+
+
+def demo_table_markdown(table: dict[str, Any]) -> str:
+    """Return the demo table as a Markdown table (Prompt | Base model | Tuned (adapter)) for the model card."""
+    adapter = markdown_cell(table.get("adapter", "adapter"))
+    lines = [f"| Prompt | Base model | Tuned ({adapter}) |", "| --- | --- | --- |"]
+    for row in table["rows"]:
+        cells = (markdown_cell(row[key]) for key in ("prompt", "base", "tuned"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

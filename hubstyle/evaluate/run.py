@@ -1,0 +1,112 @@
+"""Evaluate one style adapter against its base: held-out loss, perplexity, style rate and the demo table.
+
+The base model is loaded once with the adapter on top; every base-side number comes from the same weights with
+the adapter switched off (``disable_adapter`` for losses, the ``__base__`` rows of mixed-adapter batches for
+generation). The result is the ``heldout_loss``, ``perplexity`` and ``style_rate`` sections of metrics.json plus
+the demo table; only ``style_rate.png`` is written here, the caller writes the JSON files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from hubstyle.evaluate.demo_table import demo_table
+from hubstyle.evaluate.generation import decoding_settings, generate_side_by_side
+from hubstyle.evaluate.perplexity import base_and_tuned_loss, perplexity
+from hubstyle.evaluate.style_rate import STYLE_RATE_PLOT, compare_style_rates
+from hubstyle.loop import quiet
+from hubstyle.models import load_adapters, load_base, load_tokenizer
+
+
+def _classifier(classifier):
+    """Return a loaded style classifier: ``classifier`` itself when it already predicts, else loaded from its folder."""
+    if hasattr(classifier, "predict") and hasattr(classifier, "labels"):
+        return classifier
+    from hubstyle.evaluate.classifier import load_classifier
+
+    return load_classifier(classifier)
+
+
+def evaluate_run(
+    base: str,
+    adapter: str,
+    *,
+    classifier: str | os.PathLike | Any,
+    prompts: Sequence[str],
+    demo_prompts: Sequence[str],
+    style_texts: Sequence[str],
+    generic_texts: Sequence[str],
+    target_style: str,
+    out_dir: Path,
+    adapter_name: str = "style",
+    max_new_tokens: int = 48,
+    demo_max_new_tokens: int = 40,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 0.95,
+    seed: int = 0,
+    batch_size: int = 16,
+    block_size: int = 256,
+    bf16: bool = False,
+) -> dict[str, Any]:
+    """Return {"heldout_loss", "perplexity", "style_rate", "demo_table"} for ``adapter`` on ``base``.
+
+    ``classifier`` is a classifier folder (or an already loaded classifier); it must know ``target_style``.
+    ``style_texts`` / ``generic_texts`` are held-out texts in the style and in plain English (e.g. wikitext);
+    ``prompts`` are the neutral prompts the style rate is measured on, ``demo_prompts`` the demo table's.
+    ``style_rate.png`` is drawn into ``out_dir``. ``heldout_loss.style`` has no ``bigram`` entry: that baseline
+    belongs to pretraining and is added by the caller when the run pretrained its base.
+    """
+    from tqdm.auto import tqdm
+
+    from hubstyle.evaluate.classifier import check_labels
+
+    clf = _classifier(classifier)
+    check_labels(clf, [target_style])  # before loading the LM: a wrong classifier fails fast
+    out_dir = Path(out_dir)
+    stages = tqdm(total=5, desc="evaluating", disable=quiet(), dynamic_ncols=True)
+
+    stages.set_postfix_str("loading model")
+    tokenizer = load_tokenizer(base)
+    model = load_adapters(load_base(base), {adapter_name: adapter})
+    stages.update(1)
+
+    stages.set_postfix_str("held-out loss")
+    loss_args = dict(block_size=block_size, batch_size=max(1, batch_size // 2), bf16=bf16)
+    losses = {
+        part: base_and_tuned_loss(model, tokenizer, texts, adapter_name, what=f"held-out {part} text", **loss_args)
+        for part, texts in (("style", style_texts), ("generic", generic_texts))
+    }
+    stages.update(1)
+
+    stages.set_postfix_str("generating")
+    decoding = decoding_settings(
+        max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed
+    )
+    pairs = generate_side_by_side(
+        model, tokenizer, prompts, adapter_name, **decoding, batch_size=batch_size, bf16=bf16
+    )
+    stages.update(1)
+
+    stages.set_postfix_str("classifying")
+    rates = compare_style_rates(
+        clf, [b for b, _ in pairs], [t for _, t in pairs], target_style,
+        decoding=decoding, plot_path=out_dir / STYLE_RATE_PLOT,
+    )
+    stages.update(1)
+
+    stages.set_postfix_str("demo table")
+    table = demo_table(
+        model, tokenizer, demo_prompts, adapter_name, demo_max_new_tokens, batch_size=batch_size, bf16=bf16
+    )
+    stages.update(1)
+    stages.close()
+
+    return {
+        "heldout_loss": losses,
+        "perplexity": {part: {side: perplexity(v) for side, v in sides.items()} for part, sides in losses.items()},
+        "style_rate": rates,
+        "demo_table": table,
+    }
