@@ -1,0 +1,238 @@
+"""Load a published style model and write with it: ``load_style("alice/shakespeare")("To be")``.
+
+A style repo is either an adapter repo (``adapter_config.json``: peft LoRA over the base it names) or a merged repo
+(a plain transformers model whose card names its ``base_model``). Either way the result is a ``StyleGenerator``
+that continues prompts greedily by default, so the same prompt gives the same text, and that can show the base
+model's continuation beside the styled one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from hubstyle.errors import HubstyleError
+
+DEFAULT_REPO_ID = "hubstyle/shakespeare"  # the published Shakespeare adapter that load_shakespearean() loads
+ADAPTER_CONFIG = "adapter_config.json"
+README = "README.md"
+# What loading needs from a Hub repo: configs, tokenizer, card and safetensors weights (no plots, no pickles).
+_SNAPSHOT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", README]
+
+
+@dataclass
+class StyleGenerator:
+    """A loaded style model: call it with a prompt for the styled continuation, ``compare`` for base vs. styled."""
+
+    model: Any
+    tokenizer: Any
+    repo: str
+    kind: str  # "adapter" or "merged"
+    base_model: str | None
+    device: torch.device
+    _base: Any = field(default=None, repr=False)
+
+    def __call__(
+        self,
+        prompt: str,
+        max_new_tokens: int = 60,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> str:
+        """Return the styled continuation of ``prompt`` (without the prompt); greedy unless ``do_sample``."""
+        return _generate(self.model, self.tokenizer, prompt, self.device, max_new_tokens, do_sample, temperature,
+                         top_p, seed)
+
+    def compare(
+        self,
+        prompt: str,
+        max_new_tokens: int = 60,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> tuple[str, str]:
+        """Return ``(base_text, styled_text)``: the base model's and the styled continuation of ``prompt``.
+
+        For an adapter repo the base is the same model with the adapter disabled; for a merged repo it is the
+        card's ``base_model``, loaded on first use.
+        """
+        settings = (max_new_tokens, do_sample, temperature, top_p, seed)
+        if self.kind == "adapter":
+            with self.model.disable_adapter():
+                base_text = _generate(self.model, self.tokenizer, prompt, self.device, *settings)
+        else:
+            base_text = _generate(self.base, self.tokenizer, prompt, self.device, *settings)
+        return base_text, self(prompt, *settings)
+
+    @property
+    def base(self):
+        """Return the plain base model (for a merged repo, loaded from ``base_model`` on first use)."""
+        if self.kind == "adapter":
+            return self.model.get_base_model()
+        if self._base is None:
+            if not self.base_model:
+                raise HubstyleError(
+                    f"merged repo '{self.repo}' names no base_model in its card; pass base=... to load_style"
+                )
+            self._base = _load_causal_lm(self.base_model, self.device)
+        return self._base
+
+
+def load_style(
+    repo_or_path: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    device: str | torch.device | None = None,
+    base: str | os.PathLike | None = None,
+) -> StyleGenerator:
+    """Return a ``StyleGenerator`` for an adapter or merged style repo (Hub id or local folder).
+
+    ``revision`` is the style repo's branch, tag or commit. ``base`` overrides the base model the repo names (a
+    local folder or Hub id): the adapter goes on top of it, and a merged repo's ``compare`` uses it.
+    """
+    from hubstyle.models import device as default_device
+
+    dev = torch.device(device) if device is not None else default_device()
+    folder = _local_copy(repo_or_path, revision)
+    card_base = _card_base_model(folder)
+    if (folder / ADAPTER_CONFIG).is_file():
+        from peft import PeftModel
+
+        named = _read_json(folder / ADAPTER_CONFIG).get("base_model_name_or_path") or card_base
+        base_id = str(base) if base is not None else named
+        if not base_id:
+            raise HubstyleError(
+                f"adapter '{repo_or_path}' names no base model (adapter_config.json or card); pass base=..."
+            )
+        try:
+            model = PeftModel.from_pretrained(_load_causal_lm(base_id, dev), str(folder)).eval()
+        except (ValueError, RuntimeError) as err:
+            raise HubstyleError(
+                f"adapter '{repo_or_path}' does not fit the base '{base_id}': {str(err).splitlines()[0]}"
+            ) from None
+        tokenizer = _load_tokenizer(folder if _has_tokenizer(folder) else base_id)
+        return StyleGenerator(model, tokenizer, str(repo_or_path), "adapter", base_id, dev)
+    if (folder / "config.json").is_file():
+        model = _load_causal_lm(folder, dev)
+        return StyleGenerator(model, _load_tokenizer(folder), str(repo_or_path), "merged",
+                              str(base) if base is not None else card_base, dev)
+    raise HubstyleError(
+        f"'{repo_or_path}' has neither adapter_config.json nor config.json; point at a style adapter or merged model"
+    )
+
+
+def load_shakespearean(
+    repo_id: str | os.PathLike = DEFAULT_REPO_ID,
+    *,
+    revision: str | None = None,
+    device: str | torch.device | None = None,
+) -> StyleGenerator:
+    """Return the Shakespeare ``StyleGenerator`` (``DEFAULT_REPO_ID`` unless another repo or folder is given)."""
+    return load_style(repo_id, revision=revision, device=device)
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+
+def _generate(model, tokenizer, prompt: str, dev: torch.device, max_new_tokens: int, do_sample: bool,
+              temperature: float, top_p: float, seed: int | None) -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise HubstyleError(f"the prompt must be non-empty text, got {prompt!r}")
+    if int(max_new_tokens) < 1:
+        raise HubstyleError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    inputs = tokenizer(prompt, return_tensors="pt").to(dev)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    kwargs: dict[str, Any] = {"max_new_tokens": int(max_new_tokens), "do_sample": bool(do_sample), "pad_token_id": pad}
+    if do_sample:
+        kwargs.update(temperature=float(temperature), top_p=float(top_p))
+    with torch.no_grad(), _seeded(seed, dev):
+        out = model.generate(**inputs, **kwargs)
+    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, dev: torch.device) -> Iterator[None]:
+    """Seed torch for the block (when ``seed`` is given) without disturbing the caller's random state."""
+    if seed is None:
+        yield
+        return
+    devices = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def _local_copy(repo_or_path: str | os.PathLike, revision: str | None) -> Path:
+    """Return a local folder with the repo's files: the folder itself, or a snapshot of the Hub repo."""
+    path = Path(repo_or_path).expanduser()
+    if path.is_dir():
+        if revision is not None:
+            raise HubstyleError(f"revision='{revision}' only applies to Hub repos; '{repo_or_path}' is a local folder")
+        return path
+    text = str(repo_or_path)
+    if text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise HubstyleError(f"'{text}' is neither a local folder nor a Hub repo id like 'alice/shakespeare'")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        return Path(snapshot_download(text, revision=revision, allow_patterns=_SNAPSHOT_PATTERNS))
+    except GatedRepoError:
+        raise HubstyleError(f"'{text}' is gated on the Hub; accept its terms and log in (hf auth login)") from None
+    except RevisionNotFoundError:
+        raise HubstyleError(f"revision '{revision}' does not exist in '{text}'; use a branch, tag or commit") from None
+    except RepositoryNotFoundError:
+        raise HubstyleError(f"model repo '{text}' does not exist on the Hub (or is private); check the id") from None
+    except LocalEntryNotFoundError:
+        raise HubstyleError(
+            f"'{text}' is not in the local cache and the Hub cannot be reached (offline?); connect or give a folder"
+        ) from None
+
+
+def _load_causal_lm(path_or_id: str | os.PathLike, dev: torch.device):
+    from hubstyle.models import load_base
+
+    return load_base(path_or_id).to(dev).eval()
+
+
+def _load_tokenizer(path_or_id: str | os.PathLike):
+    from hubstyle.models import load_tokenizer
+
+    return load_tokenizer(path_or_id)
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
+
+
+def _card_base_model(folder: Path) -> str | None:
+    card = folder / README
+    if not card.is_file():
+        return None
+    from huggingface_hub import ModelCard
+
+    base = ModelCard.load(card).data.get("base_model")
+    if isinstance(base, list):
+        base = base[0] if len(base) == 1 else None
+    return base
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise HubstyleError(f"{path} is not valid JSON ({err})") from None

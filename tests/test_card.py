@@ -1,0 +1,443 @@
+"""Model cards, publish folders and load_style: cards round-trip, folders are clean and reproducible, and the
+published adapter and merged model generate exactly what base + adapter generate (locally and through a Hub)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+
+from hubstyle.card import (
+    RepoIds,
+    adapter_card,
+    base_card,
+    card_links,
+    card_template,
+    classifier_card,
+    merged_card,
+)
+from hubstyle.errors import HubstyleError
+from hubstyle.evaluate.classifier import CONFUSION_FILE
+from hubstyle.layout import LOSS_PLOT, TRAINING_FACTS, RunLayout
+from hubstyle.loading import DEFAULT_REPO_ID, load_shakespearean, load_style
+from hubstyle.models import load_base, load_tokenizer
+from hubstyle.pretrain import PRETRAIN_REPORT
+from hubstyle.publish import build_publish_folders, default_repo_ids
+from tests.hubserver import hub_env, hub_server  # noqa: F401
+
+PROMPT = "To be, or not to be"
+NEW_TOKENS = 12
+IDS = default_repo_ids("alice", "shakespeare", base_is_local=True, datasets=("karpathy/tiny_shakespeare",))
+
+
+def fake_metrics(base_model: str) -> dict:
+    """A complete metrics.json in the hubstyle.metrics/1 shape, with numbers chosen to be recognisable."""
+    rate = lambda r, lo, hi, s, n: {  # noqa: E731
+        "rate": r, "low": lo, "high": hi, "n": n, "successes": s,
+        "per_class": {"shakespeare": r, "modern": round(1 - r, 4)},
+    }
+    return {
+        "schema": "hubstyle.metrics/1",
+        "run": {"name": "shakespeare", "style": "shakespeare", "base_model": base_model,
+                "hubstyle_version": "0.1.0", "created": "2025-06-01T12:00:00+00:00"},
+        "data": {"styles": {"shakespeare": {"train": 250_000, "validation": 12_500, "test": 12_600},
+                            "modern": {"train": 240_000, "validation": 12_000, "test": 12_100}},
+                 "generic_corpus": "wikitext", "mix": None},
+        "pretrain": {"vocab_size": 512, "n_params": 120_000, "train_tokens": 1_000_000, "steps": 300,
+                     "seconds": 95.5, "tokens_per_second": 10_471.2, "val_loss": 4.1, "bigram_val_loss": 4.9},
+        "training": {"method": "lora", "base_model": base_model, "quantization": None,
+                     "target_modules": ["c_attn", "c_proj", "c_fc"], "trainable_params": 9_216,
+                     "total_params": 130_000, "train_tokens": 64_000, "steps": 40, "seconds": 12.25,
+                     "tokens_per_second": 5_224.5, "bf16": False, "final_train_loss": 3.912,
+                     "final_val_loss": 4.011,
+                     "hyperparameters": {"lora_rank": 4, "lora_alpha": 8, "lora_dropout": 0.05, "cutoff_len": 64,
+                                         "batch_size": 8, "learning_rate": 0.0002, "epochs": 1.0,
+                                         "max_steps": 40, "seed": 0}},
+        "heldout_loss": {"style": {"base": 4.6, "tuned": 4.2, "bigram": 4.9}, "generic": {"base": 4.3, "tuned": 4.4}},
+        "perplexity": {"style": {"base": 99.484, "tuned": 66.686}, "generic": {"base": 73.700, "tuned": 81.451}},
+        "classifier": {"labels": ["modern", "shakespeare"], "accuracy": 0.9725, "macro_f1": 0.9724,
+                       "per_class": {"modern": {"precision": 0.96, "recall": 0.985, "f1": 0.9723},
+                                     "shakespeare": {"precision": 0.9846, "recall": 0.96, "f1": 0.9721}},
+                       "confusion_matrix": [[197, 3], [8, 192]], "n_train": 1200, "n_heldout": 400,
+                       "train_seconds": 61.3, "backbone": "sentence-transformers/all-MiniLM-L6-v2"},
+        "style_rate": {"target": "shakespeare", "n_prompts": 50,
+                       "decoding": {"max_new_tokens": 48, "do_sample": False, "temperature": 1.0, "top_p": 0.95,
+                                    "seed": 0},
+                       "base": rate(0.06, 0.0206, 0.1622, 3, 50), "tuned": rate(0.74, 0.6035, 0.8413, 37, 50)},
+        "demo_table": "demo_table.json",
+    }
+
+
+DEMO = {
+    "adapter": "shakespeare",
+    "decoding": {"max_new_tokens": 40, "do_sample": False, "temperature": 1.0, "top_p": 1.0, "seed": 0, "bf16": False},
+    "rows": [
+        {"prompt": "Tell me about the weather", "base": "It is sunny | warm.", "tuned": "The heavens weep,\nmy lord."},
+        {"prompt": "Where is the station?", "base": "Down the road.", "tuned": "Thither, good sir."},
+    ],
+}
+
+
+def greedy(model, tok, prompt: str = PROMPT, new: int = NEW_TOKENS) -> str:
+    """The reference: plain transformers greedy decoding, continuation only."""
+    inputs = tok(prompt, return_tensors="pt").to(model.device)
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=new, do_sample=False, pad_token_id=tok.eos_token_id)
+    return tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --------------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_base, tmp_path_factory) -> Path:
+    """A run folder as hubstyle writes it: local base, trained-looking adapter, classifier, metrics, demo table."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from hubstyle.plots import plot_loss
+    from hubstyle.train import TrainReport, save_trained
+
+    layout = RunLayout(tmp_path_factory.mktemp("run"))
+    history = [{"tokens": 100 * i, "loss": 5.0 - 0.1 * i} for i in range(1, 6)] + [
+        {"tokens": 600, "loss": 4.4, "val_loss": 4.5}]
+    shutil.copytree(tiny_base, layout.base)
+    (layout.base / PRETRAIN_REPORT).write_text(json.dumps({"out_dir": str(layout.base), "val_loss": 4.1}))
+    plot_loss(history, layout.base / LOSS_PLOT, title="pretraining")
+
+    torch.manual_seed(3)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_proj", "c_fc"], init_lora_weights=False,
+                      fan_in_fan_out=True, task_type="CAUSAL_LM")
+    model = get_peft_model(load_base(layout.base), lora)
+    metrics = fake_metrics(str(layout.base))
+    report = TrainReport(**{k: v for k, v in metrics["training"].items()}, out_dir=str(layout.adapter))
+    save_trained(model, load_tokenizer(layout.base), layout.adapter, report, history,
+                 {"corpus": str(layout.root / "data" / "input.txt")})
+
+    clf_config = GPT2Config(vocab_size=512, n_positions=64, n_embd=32, n_layer=1, n_head=2, pad_token_id=0,
+                            num_labels=2, id2label={0: "modern", 1: "shakespeare"},
+                            label2id={"modern": 0, "shakespeare": 1})
+    GPT2ForSequenceClassification(clf_config).save_pretrained(layout.classifier)
+    load_tokenizer(layout.base).save_pretrained(layout.classifier)
+    (layout.classifier / "metrics.json").write_text(json.dumps({**metrics["classifier"],
+                                                                "backbone": str(tiny_base)}))
+    shutil.copyfile(layout.base / LOSS_PLOT, layout.classifier / CONFUSION_FILE)  # any PNG will do here
+    layout.evaluation.mkdir()
+    shutil.copyfile(layout.base / LOSS_PLOT, layout.evaluation / "style_rate.png")
+    layout.metrics.write_text(json.dumps(metrics, indent=2))
+    layout.demo_table.write_text(json.dumps(DEMO, indent=2))
+    return layout.root
+
+
+@pytest.fixture(scope="module")
+def published(run_dir) -> dict[str, Path]:
+    return build_publish_folders(run_dir, IDS)
+
+
+@pytest.fixture(scope="module")
+def reference(run_dir) -> dict[str, str]:
+    """Greedy continuations of PROMPT by the run's base and by base + adapter, computed directly with peft."""
+    from peft import PeftModel
+
+    layout = RunLayout(run_dir)
+    tok = load_tokenizer(layout.base)
+    base_text = greedy(load_base(layout.base), tok)
+    tuned = PeftModel.from_pretrained(load_base(layout.base), layout.adapter).eval()
+    tuned_text = greedy(tuned, tok)
+    assert base_text and tuned_text and base_text != tuned_text  # the adapter really changes the output
+    return {"base": base_text, "tuned": tuned_text}
+
+
+# --------------------------------------------------------------------------------------------------- cards
+
+
+def test_adapter_card_metadata_model_index_and_sections(tmp_path):
+    metrics = fake_metrics("alice/shakespeare-base")
+    card = adapter_card(metrics, IDS, DEMO)
+    data = card.data
+    assert data.base_model == "alice/shakespeare-base" and data.base_model_relation == "adapter"
+    assert (data.library_name, data.pipeline_tag) == ("peft", "text-generation")
+    assert (data.license, data.language) == ("mit", "en")
+    assert data.tags == ["hubstyle", "lora", "style-transfer", "shakespeare", "text-generation"]
+    assert data.datasets == ["karpathy/tiny_shakespeare"] and data.model_name == "shakespeare"
+    values = {(r.metric_type, r.dataset_type): r.metric_value for r in data.eval_results}
+    assert values == {
+        ("style_rate", "hubstyle-style-prompts"): 0.74,
+        ("base_style_rate", "hubstyle-style-prompts"): 0.06,
+        ("perplexity", "shakespeare"): 66.686,
+        ("base_perplexity", "shakespeare"): 99.484,
+        ("perplexity", "wikitext"): 81.451,
+        ("base_perplexity", "wikitext"): 73.7,
+    }
+    names = {r.metric_type: r.metric_name for r in data.eval_results if "style_rate" in r.metric_type}
+    assert names["style_rate"] == "Style rate, this model (95% CI 0.60-0.84)"
+
+    text = card.text
+    assert "| Style rate: share of continuations the classifier calls `shakespeare` | 6% (3/50; 95% CI 2%–16%) " \
+           "| 74% (37/50; 95% CI 60%–84%) |" in text
+    assert "| Perplexity on held-out shakespeare text (lower is better) | 99.48 | 66.69 |" in text
+    assert "| Tell me about the weather | It is sunny \\| warm. | The heavens weep,<br>my lord. |" in text
+    assert 'bard = load_style("alice/shakespeare")\nprint(bard("Tell me about the weather"))' in text
+    assert 'AutoPeftModelForCausalLM.from_pretrained("alice/shakespeare")' in text
+    assert "| lora_rank | 4 |" in text and "| shakespeare | 250,000 | 12,500 | 12,600 |" in text
+    assert "| shakespeare | 0.985 | 0.960 | 0.972 |" in text and "| modern | 197 | 3 |" in text
+    assert "accuracy 0.973 and macro-F1 0.972" in text
+    assert "## The base model" in text and "4.100 nats/token (perplexity 60.3)" in text
+    assert "## Blending" not in text  # optional and absent
+    assert card_links(card) == ["demo_table.json", LOSS_PLOT, "loss_history.json", TRAINING_FACTS, CONFUSION_FILE]
+    assert "{{" not in text and "None" not in text
+
+    # optional sections: no pretrain -> no base section; a blend sweep -> its table
+    del metrics["pretrain"]
+    metrics["blend_sweep"] = [
+        {"weight": w, "per_class": {"shakespeare": w * 0.7}, "style_perplexity": 90 - 20 * w,
+         "generic_perplexity": 74 + 8 * w}
+        for w in (0.0, 0.5, 1.0)
+    ]
+    text = adapter_card(metrics, IDS, DEMO, eval_plots=["eval/style_rate.png"]).text
+    assert "## The base model" not in text
+    assert "| 0.50 | 35% | 80.00 | 78.00 |" in text
+    assert "![Style rate](eval/style_rate.png)" in text
+
+
+def test_every_card_round_trips_through_model_card_load(tmp_path):
+    metrics = fake_metrics("alice/shakespeare-base")
+    cards = {
+        "adapter": adapter_card(metrics, IDS, DEMO),
+        "merged": merged_card(metrics, IDS, DEMO),
+        "classifier": classifier_card(metrics, IDS),
+        "base": base_card(metrics, IDS, {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "vocab_size": 512}),
+    }
+    for kind, card in cards.items():
+        path = tmp_path / f"{kind}.md"
+        card.save(path)
+        loaded = ModelCard.load(path)
+        assert loaded.data.to_dict() == card.data.to_dict(), kind
+        assert loaded.text == card.text and path.read_text(encoding="utf-8") == str(card)
+        assert "model-index" in loaded.data.to_dict()
+
+    merged = cards["merged"].data
+    assert (merged.base_model, merged.base_model_relation, merged.library_name) == (
+        "alice/shakespeare-base", "merge", "transformers")
+    assert {r.metric_type: r.metric_value for r in merged.eval_results if r.dataset_type != "wikitext"} == {
+        "style_rate": 0.74, "base_style_rate": 0.06, "perplexity": 66.686, "base_perplexity": 99.484}
+    assert 'AutoModelForCausalLM.from_pretrained("alice/shakespeare-merged")' in cards["merged"].text
+
+    clf = cards["classifier"].data
+    assert (clf.pipeline_tag, clf.library_name, clf.base_model) == (
+        "text-classification", "transformers", "sentence-transformers/all-MiniLM-L6-v2")
+    assert {(r.metric_type, r.metric_value) for r in clf.eval_results} == {("accuracy", 0.9725), ("f1", 0.9724)}
+    assert "| shakespeare | 8 | 192 |" in cards["classifier"].text
+
+    base = cards["base"].data
+    assert (base.pipeline_tag, base.library_name, base.base_model) == ("text-generation", "transformers", None)
+    assert {r.metric_type: r.metric_value for r in base.eval_results} == {
+        "loss": 4.1, "perplexity": 60.3403, "bigram_loss": 4.9}
+    assert "beats the bigram baseline by +0.800 nats/token" in cards["base"].text
+
+
+@pytest.mark.parametrize(
+    "fact",
+    ["style_rate.tuned.low", "perplexity.generic.base", "classifier.confusion_matrix", "training.hyperparameters",
+     "data.styles", "run.hubstyle_version", "pretrain.val_loss", "classifier.per_class.modern.recall"],
+)
+def test_a_missing_fact_is_a_one_line_error_naming_it(fact):
+    metrics = fake_metrics("alice/shakespeare-base")
+    *parents, last = fact.split(".")
+    node = metrics
+    for key in parents:
+        node = node[key]
+    del node[last]
+    with pytest.raises(HubstyleError) as err:
+        adapter_card(metrics, IDS, DEMO)
+    assert f"'{fact}'" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bad_demo_table_ids_and_templates_are_errors():
+    metrics = fake_metrics("alice/shakespeare-base")
+    with pytest.raises(HubstyleError, match=r"^demo_table.json has no 'rows'"):
+        adapter_card(metrics, IDS, {**DEMO, "rows": []})
+    with pytest.raises(HubstyleError, match=r"^demo_table.json row 1 has no 'tuned'"):
+        adapter_card(metrics, IDS, {**DEMO, "rows": [DEMO["rows"][0], {"prompt": "x", "base": "y"}]})
+    with pytest.raises(HubstyleError, match=r"^RepoIds.base '/tmp/base' is not a Hub repo id"):
+        RepoIds("a/b", "a/c", "a/d", "a/e", base="/tmp/base")
+    with pytest.raises(HubstyleError, match=r"^RepoIds.base is None"):
+        adapter_card(metrics, RepoIds("a/b", "a/c", "a/d", "a/e"), DEMO)
+    with pytest.raises(HubstyleError, match=r"^RepoIds.adapter 'shakespeare' is not a Hub repo id"):
+        RepoIds("shakespeare", "a/c", "a/d", "a/e")
+    metrics["training"]["method"] = "full"
+    with pytest.raises(HubstyleError, match="trained the whole model, not an adapter"):
+        adapter_card(metrics, IDS, DEMO)
+    assert card_template("adapter") == Path(__file__).resolve().parents[1] / "model_cards" / "adapter.md"
+
+
+def test_default_repo_ids_name_everything_in_one_place():
+    assert (IDS.adapter, IDS.merged, IDS.classifier, IDS.space, IDS.base) == (
+        "alice/shakespeare", "alice/shakespeare-merged", "alice/shakespeare-classifier", "alice/shakespeare-space",
+        "alice/shakespeare-base")
+    assert default_repo_ids("alice", "shakespeare", base_is_local=False).base is None
+    assert DEFAULT_REPO_ID == default_repo_ids(*DEFAULT_REPO_ID.split("/"), base_is_local=True).adapter
+    with pytest.raises(HubstyleError, match="single words"):
+        default_repo_ids("alice/x", "shakespeare", base_is_local=True)
+
+
+# --------------------------------------------------------------------------------------------------- publish
+
+
+def test_publish_folders_are_complete_clean_and_reproducible(run_dir, published):
+    layout = RunLayout(run_dir)
+    assert {k: v.relative_to(run_dir).as_posix() for k, v in published.items()} == {
+        "base": "publish/base", "adapter": "publish/adapter", "merged": "publish/merged",
+        "classifier": "publish/classifier"}
+    adapter = published["adapter"]
+    assert sorted(files_of(adapter)) == [
+        "README.md", "adapter_config.json", "adapter_model.safetensors", CONFUSION_FILE, "demo_table.json",
+        "eval/style_rate.png", TRAINING_FACTS, "loss.png", "loss_history.json", "tokenizer.json",
+        "tokenizer_config.json"]
+    assert {"config.json", "model.safetensors", "README.md", "loss.png", "demo_table.json"} <= set(
+        files_of(published["merged"]))
+    assert {"config.json", "model.safetensors", "README.md", "metrics.json", CONFUSION_FILE} <= set(
+        files_of(published["classifier"]))
+    assert {"config.json", "model.safetensors", "README.md", "loss.png", PRETRAIN_REPORT} <= set(
+        files_of(published["base"]))
+
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "alice/shakespeare-base"
+    facts = json.loads((adapter / TRAINING_FACTS).read_text())
+    assert facts["base_model"] == "alice/shakespeare-base" and "out_dir" not in facts
+    assert facts["data"] == {"corpus": "data/input.txt"}  # inside the run folder: made relative
+    assert "is_local" not in json.loads((adapter / "tokenizer_config.json").read_text())
+    weights = "adapter_model.safetensors"
+    assert (adapter / weights).read_bytes() == (layout.adapter / weights).read_bytes()
+    locals_ = [str(run_dir), str(run_dir.resolve())]
+    for kind, folder in published.items():
+        for name, content in files_of(folder).items():
+            assert not any(p.encode() in content for p in locals_), f"{kind}/{name} leaks a local path"
+        card = ModelCard.load(folder / "README.md")
+        for target in card_links(card):
+            assert (folder / target).is_file(), f"{kind} card links missing {target}"
+        assert card.data.to_dict() == ModelCard(str(card)).data.to_dict()
+    assert ModelCard.load(adapter / "README.md").data.base_model == "alice/shakespeare-base"
+    assert ModelCard.load(published["base"] / "README.md").data.model_name == "shakespeare-base"
+
+    before = {kind: files_of(folder) for kind, folder in published.items()}
+    again = build_publish_folders(run_dir, IDS)
+    assert {kind: files_of(folder) for kind, folder in again.items()} == before
+    assert sorted(p.name for p in layout.publish.iterdir()) == ["adapter", "base", "classifier", "merged"]
+
+
+def test_publish_refuses_bad_requests(run_dir, tmp_path):
+    with pytest.raises(HubstyleError, match=r"cannot publish 'adaptor' \(did you mean 'adapter'\?\)"):
+        build_publish_folders(run_dir, IDS, what=("adaptor",))
+    with pytest.raises(HubstyleError, match="is a local folder; set RepoIds.base"):
+        build_publish_folders(run_dir, default_repo_ids("alice", "shakespeare", base_is_local=False))
+    hub_run = tmp_path / "hub_run"
+    hub_run.mkdir()
+    (hub_run / "metrics.json").write_text(json.dumps(fake_metrics("gpt2-org/tiny")))
+    with pytest.raises(HubstyleError, match="trained on the Hub model 'gpt2-org/tiny'"):
+        build_publish_folders(hub_run, IDS, what=("classifier",))
+    with pytest.raises(HubstyleError, match="classifier folder .* has no config.json"):
+        build_publish_folders(hub_run, default_repo_ids("alice", "s", base_is_local=False), what=("classifier",))
+    assert not (hub_run / "publish" / "classifier").exists()  # a failed build leaves nothing behind
+
+
+# --------------------------------------------------------------------------------------------------- loading
+
+
+def test_load_style_from_published_folders_matches_base_plus_adapter(run_dir, published, reference):
+    base = RunLayout(run_dir).base
+    bard = load_style(published["adapter"], base=base)
+    assert bard.kind == "adapter" and bard.base_model == str(base)
+    assert bard(PROMPT, max_new_tokens=NEW_TOKENS) == reference["tuned"]
+    assert bard.compare(PROMPT, max_new_tokens=NEW_TOKENS) == (reference["base"], reference["tuned"])
+    assert bard(PROMPT, max_new_tokens=NEW_TOKENS) == reference["tuned"]  # compare left the adapter enabled
+
+    merged = load_style(published["merged"], base=base)
+    assert merged.kind == "merged"
+    assert merged(PROMPT, max_new_tokens=NEW_TOKENS) == reference["tuned"]
+    assert merged.compare(PROMPT, max_new_tokens=NEW_TOKENS) == (reference["base"], reference["tuned"])
+    assert load_style(published["merged"]).base_model == "alice/shakespeare-base"  # from the card
+
+    sampled = [bard(PROMPT, max_new_tokens=8, do_sample=True, temperature=1.5, seed=7) for _ in range(2)]
+    assert sampled[0] == sampled[1]
+    assert load_shakespearean(published["merged"])(PROMPT, max_new_tokens=NEW_TOKENS) == reference["tuned"]
+    with pytest.raises(HubstyleError, match="non-empty text"):
+        bard("  ")
+    with pytest.raises(HubstyleError, match="neither adapter_config.json nor config.json"):
+        load_style(RunLayout(run_dir).evaluation)
+    with pytest.raises(HubstyleError, match="neither a local folder nor a Hub repo id"):
+        load_style("./no/such/folder")
+
+
+def test_round_trip_through_the_hub(run_dir, published, reference, hub_env):
+    """Push every folder to the loopback Hub, then load with hubstyle, peft and transformers by repo id."""
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hubstyle.hub import push_folder
+
+    repos = {"base": IDS.base, "adapter": IDS.adapter, "merged": IDS.merged, "classifier": IDS.classifier}
+    for kind, folder in published.items():
+        result = push_folder(folder, repos[kind], commit_message=f"Add {kind}", tag="v1")
+        assert result.uploaded
+        ModelCard.load(folder / "README.md").validate()  # the Hub's YAML check
+
+    bard = load_style(IDS.adapter, revision="v1")
+    assert bard.base_model == IDS.base
+    assert bard.compare(PROMPT, max_new_tokens=NEW_TOKENS) == (reference["base"], reference["tuned"])
+    merged = load_style(IDS.merged)
+    assert merged.compare(PROMPT, max_new_tokens=NEW_TOKENS) == (reference["base"], reference["tuned"])
+
+    tok = AutoTokenizer.from_pretrained(IDS.adapter)
+    assert greedy(AutoPeftModelForCausalLM.from_pretrained(IDS.adapter).eval(), tok) == reference["tuned"]
+    assert greedy(AutoModelForCausalLM.from_pretrained(IDS.merged).eval(), tok) == reference["tuned"]
+    local_card = ModelCard.load(published["adapter"] / "README.md")
+    assert ModelCard.load(IDS.adapter).data.to_dict() == local_card.data.to_dict()
+
+    # rebuilding the run and pushing again uploads nothing
+    build_publish_folders(run_dir, IDS)
+    assert not any(push_folder(f, repos[k], commit_message="again").uploaded for k, f in published.items())
+    with pytest.raises(HubstyleError, match="does not exist on the Hub"):
+        load_style("alice/no-such-style")
+    with pytest.raises(HubstyleError, match="revision 'v9' does not exist in 'alice/shakespeare'"):
+        load_style(IDS.adapter, revision="v9")
+
+
+def test_a_run_on_a_hub_base_keeps_the_base_id(run_dir, reference, hub_env, tmp_path):
+    """A run whose base is a Hub repo publishes no base folder; adapter and merged model point at that repo."""
+    from hubstyle.hub import push_folder
+
+    layout = RunLayout(run_dir)
+    push_folder(layout.base, "stylelab/tiny-gpt2", commit_message="a base on the Hub")
+    run = RunLayout(tmp_path / "run")
+    shutil.copytree(run_dir, run.root, ignore=shutil.ignore_patterns("publish", "base"))
+    metrics = json.loads(run.metrics.read_text())
+    metrics["run"]["base_model"] = metrics["training"]["base_model"] = "stylelab/tiny-gpt2"
+    del metrics["pretrain"]
+    run.metrics.write_text(json.dumps(metrics))
+    config = json.loads((run.adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "stylelab/tiny-gpt2"
+    (run.adapter / "adapter_config.json").write_text(json.dumps(config))
+    facts = json.loads((run.adapter / TRAINING_FACTS).read_text())
+    (run.adapter / TRAINING_FACTS).write_text(json.dumps({**facts, "base_model": "stylelab/tiny-gpt2"}))
+
+    ids = default_repo_ids("alice", "bard", base_is_local=False)
+    built = build_publish_folders(run.root, ids, what=("base", "adapter", "merged"))
+    assert sorted(built) == ["adapter", "merged"]  # the base is already on the Hub
+    assert json.loads((built["adapter"] / TRAINING_FACTS).read_text())["base_model"] == "stylelab/tiny-gpt2"
+    assert json.loads((built["adapter"] / "adapter_config.json").read_text())["base_model_name_or_path"] == (
+        "stylelab/tiny-gpt2")
+    for folder in built.values():
+        card = ModelCard.load(folder / "README.md")
+        assert card.data.base_model == "stylelab/tiny-gpt2" and "## The base model" not in card.text
+    assert load_style(built["adapter"])(PROMPT, max_new_tokens=NEW_TOKENS) == reference["tuned"]
+    assert load_style(built["merged"]).compare(PROMPT, max_new_tokens=NEW_TOKENS) == (
+        reference["base"], reference["tuned"])
