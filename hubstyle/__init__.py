@@ -14,7 +14,7 @@ _LAZY = {
     "load_style": "hubstyle.loading",
     "load_shakespearean": "hubstyle.loading",
     "run": "hubstyle.pipeline",
-    "quickstart": "hubstyle.pipeline",
+    "quickstart": "hubstyle.quickstart",
     "load_config": "hubstyle.config",
     "RunConfig": "hubstyle.config",
     "HubstyleError": "hubstyle.errors",

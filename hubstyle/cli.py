@@ -22,18 +22,24 @@ app = typer.Typer(
 @app.command()
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", help="Run folder to write (base/, adapter/, metrics.json)."),
+    repo_id: Optional[str] = typer.Option(None, "--repo-id", help="OWNER/NAME the publish folders point at."),
+    push: bool = typer.Option(False, "--push", help="Also push the repos (needs --repo-id and a token)."),
+    private: bool = typer.Option(False, "--private", help="Create pushed repos private."),
 ) -> None:
-    """Offline end to end: pretrain a tiny base, train a Shakespeare LoRA, print base vs tuned side by side."""
-    from hubstyle.evaluate.prompts import load_demo_prompts
-    from hubstyle.pipeline import quickstart as run_quickstart
-    from hubstyle.pipeline import side_by_side
+    """Offline end to end: tiny base, Shakespeare LoRA, classifier, evaluation, model cards; base vs tuned printed."""
+    import json
 
-    result = run_quickstart(out)
-    base = result.metrics["run"]["base_model"]
+    from hubstyle.quickstart import quickstart as run_quickstart
+
+    if push and not repo_id:
+        raise HubstyleError("--push needs --repo-id OWNER/NAME")
+    result = run_quickstart(out, repo_id=repo_id, push=push, private=private)
     typer.echo("")
-    for prompt, plain, tuned in side_by_side(base, result.layout.adapter, load_demo_prompts()[:4]):
-        typer.echo(f"PROMPT: {prompt}\n  base : {plain}\n  tuned: {tuned}\n")
+    for row in json.loads(result.layout.demo_table.read_text(encoding="utf-8"))["rows"][:4]:
+        typer.echo(f"PROMPT: {row['prompt']}\n  base : {row['base']}\n  tuned: {row['tuned']}\n")
     typer.echo(f"done in {result.metrics['quickstart_seconds']:.0f}s; metrics in {result.layout.metrics}")
+    typer.echo(f"repo folders with cards: {result.layout.publish}")
+    typer.echo(f"launch the Space on this run: hubstyle space run {out}")
 
 
 @app.command()
@@ -85,7 +91,7 @@ def generate(
     from hubstyle.pipeline import side_by_side
 
     if adapter:
-        _, plain, tuned = side_by_side(base, Path(adapter), [prompt], max_new_tokens)[0]
+        plain, tuned = side_by_side(base, adapter, [prompt], max_new_tokens)[0]
         typer.echo(f"base : {plain}\ntuned: {tuned}")
         return
     tokenizer, model = load_tokenizer(base), load_base(base)
@@ -135,6 +141,134 @@ def blend(
     typer.echo(f"blend saved to {report.out_dir} ({report.combination_type}, rank {report.rank})")
     for note in report.notes:
         typer.echo(f"note: {note}")
+
+
+classifier_app = typer.Typer(help="The style classifier that measures style rate.", no_args_is_help=True)
+space_app = typer.Typer(help="The Gradio Space: base vs tuned side by side.", no_args_is_help=True)
+app.add_typer(classifier_app, name="classifier")
+app.add_typer(space_app, name="space")
+
+
+@app.command()
+def evaluate(
+    base: str = typer.Option(..., "--base", help="Base model folder or Hub id."),
+    adapter: str = typer.Option(..., "--adapter", help="Style adapter folder or Hub id."),
+    out: Path = typer.Option(..., "--out", help="Folder for metrics.json, demo_table.json and plots."),
+    classifier: Optional[str] = typer.Option(None, "--classifier", help="Classifier folder or id (default: train one)."),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="Prompt file, one per line (default: hubstyle's)."),
+    style: str = typer.Option("shakespeare", help="Style corpus (its held-out split is scored)."),
+    generic: str = typer.Option("wikitext", help="Modern-English corpus (forgetting is measured on it)."),
+    max_new_tokens: int = typer.Option(48, help="Tokens generated per prompt."),
+) -> None:
+    """Measure an adapter: style rate of base vs tuned (95% CIs), held-out and generic perplexity, demo table."""
+    from hubstyle.config import ClassifierConfig, CorpusConfig, EvaluationConfig, RunConfig
+    from hubstyle.pipeline import evaluate_adapter
+
+    cfg = RunConfig(
+        base_model=base, output_dir=str(out), corpora=[CorpusConfig(source=style)], generic_corpus=generic,
+        classifier=ClassifierConfig(path=classifier),
+        evaluation=EvaluationConfig(prompts=str(prompts) if prompts else None, max_new_tokens=max_new_tokens),
+    )
+    metrics = evaluate_adapter(cfg, adapter)
+    for side in ("base", "tuned"):
+        r = metrics["style_rate"][side]
+        typer.echo(f"style rate {side:5}: {r['rate']:.1%} (95% CI {r['low']:.1%}-{r['high']:.1%}, n={r['n']})")
+    for part, sides in metrics["perplexity"].items():
+        typer.echo(f"perplexity {part:7}: base {sides['base']:.2f} -> tuned {sides['tuned']:.2f}")
+    typer.echo(f"metrics in {out / 'metrics.json'}")
+
+
+@classifier_app.command("train")
+def classifier_train(
+    config: Optional[Path] = typer.Argument(None, help="A run config: its corpora are the classes (plus 'other')."),
+    style: list[str] = typer.Option([], "--style", help="A style corpus (repeatable); used when no CONFIG is given."),
+    generic: str = typer.Option("wikitext", help="Corpus of the 'other' (modern English) class."),
+    backbone: Optional[str] = typer.Option(None, help="Encoder id or folder (default: the packaged MiniLM-L6)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the classifier (loads with AutoModelForSequenceClassification)."),
+) -> None:
+    """Train a style classifier over labelled corpora; prints accuracy and macro-F1 on held-out blocks."""
+    from hubstyle.config import ClassifierConfig, CorpusConfig, RunConfig, load_config
+    from hubstyle.pipeline import train_style_classifier
+
+    if config is not None:
+        cfg = load_config(config)
+    else:
+        cfg = RunConfig(
+            corpora=[CorpusConfig(source=s) for s in (style or ["shakespeare"])], generic_corpus=generic,
+            classifier=ClassifierConfig(backbone=backbone),
+        )
+    report = train_style_classifier(cfg, out)
+    typer.echo(f"classifier saved to {out}: labels {report['labels']}, accuracy {report['accuracy']:.3f}, "
+               f"macro-F1 {report['macro_f1']:.3f}")
+
+
+@app.command()
+def card(
+    run_dir: Path = typer.Argument(..., help="A run folder (with metrics.json)."),
+    repo_id: str = typer.Option("your-username/tiny-shakespeare", "--repo-id", help="OWNER/NAME the cards point at."),
+) -> None:
+    """Write the run's repo folders with their model cards under RUN_DIR/publish/ (nothing is pushed)."""
+    from hubstyle.release import prepare_release
+
+    for part in prepare_release(run_dir, repo_id):
+        typer.echo(f"{part.kind:10} {part.folder}  ->  {part.repo_id}")
+
+
+@app.command()
+def push(
+    run_dir: Path = typer.Argument(..., help="A run folder (with metrics.json)."),
+    repo_id: str = typer.Option(..., "--repo-id", help="OWNER/NAME of the adapter repo; others get suffixes."),
+    what: str = typer.Option("all", help="adapter, merged, classifier, space, base, or all (comma-separated)."),
+    private: bool = typer.Option(False, "--private", help="Create the repos private."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would change and the card; touch nothing."),
+    tag: Optional[str] = typer.Option(None, help="Tag every pushed repo with this name (e.g. the release)."),
+) -> None:
+    """Push the run's repos to the Hub (token from HF_TOKEN or `hf auth login`); unchanged files are not re-sent."""
+    from hubstyle.release import RELEASE_KINDS, push_release
+
+    kinds = RELEASE_KINDS if what == "all" else tuple(w.strip() for w in what.split(",") if w.strip())
+    push_release(run_dir, repo_id, kinds, private=private, tag=tag, dry_run=dry_run, log=typer.echo)
+
+
+@space_app.command("build")
+def space_build(
+    run_dir: Path = typer.Argument(..., help="A run folder (with metrics.json and demo_table.json)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Space folder (default RUN_DIR/publish/space)."),
+    repo_id: str = typer.Option("your-username/tiny-shakespeare", "--repo-id", help="OWNER/NAME of the adapter repo."),
+) -> None:
+    """Write the Space repo folder: README front matter, requirements.txt, app.py, config and demo table."""
+    import shutil
+
+    from hubstyle.release import prepare_release
+
+    (part,) = prepare_release(run_dir, repo_id, ("space",))
+    if out is not None and out.resolve() != part.folder.resolve():
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(part.folder, out)
+    typer.echo(f"Space folder: {out or part.folder} (pushes to spaces/{part.repo_id})")
+
+
+@space_app.command("run")
+def space_run(
+    run_dir: Path = typer.Argument(..., help="A run folder: its base and adapter are loaded locally."),
+    port: Optional[int] = typer.Option(None, help="Port (default: Gradio's)."),
+) -> None:
+    """Launch the Space locally on the run's base and adapter (127.0.0.1, no analytics, no share link)."""
+    import json
+
+    from hubstyle.layout import RunLayout
+    from hubstyle.space import SpaceSettings, launch
+
+    layout = RunLayout(run_dir)
+    if not layout.metrics.is_file():
+        raise HubstyleError(f"'{run_dir}' has no metrics.json; run `hubstyle train` or the quickstart first")
+    metrics = json.loads(layout.metrics.read_text(encoding="utf-8"))
+    rows = json.loads(layout.demo_table.read_text(encoding="utf-8"))["rows"] if layout.demo_table.is_file() else []
+    settings = SpaceSettings(
+        base=metrics["run"]["base_model"], adapters={metrics["run"]["style"]: str(layout.adapter)},
+        demo_rows=rows, examples=[r["prompt"] for r in rows],
+    )
+    launch(settings, port=port, prevent_thread_lock=False)
 
 
 def main() -> None:

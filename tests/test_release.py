@@ -1,0 +1,105 @@
+"""A pipeline run -> `hubstyle push` -> loading by repo id through the loopback Hub, like a stranger would."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+from hubstyle import cli
+from hubstyle.layout import RunLayout
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["hubstyle", *args])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_run_metrics_follow_the_schema(tiny_run):
+    layout = RunLayout(tiny_run)
+    m = json.loads(layout.metrics.read_text())
+    assert m["schema"] == "hubstyle.metrics/1" and m["run"]["style"] == "shakespeare"
+    for side in ("base", "tuned"):
+        rate = m["style_rate"][side]
+        assert 0 <= rate["low"] <= rate["rate"] <= rate["high"] <= 1 and rate["n"] == 3
+        assert set(rate["per_class"]) == {"shakespeare", "other"}
+    assert set(m["heldout_loss"]["style"]) == {"base", "tuned", "bigram"}
+    assert abs(m["perplexity"]["generic"]["tuned"] - torch.tensor(m["heldout_loss"]["generic"]["tuned"]).exp()) < 1e-3
+    assert m["classifier"]["labels"] == ["other", "shakespeare"] or set(m["classifier"]["labels"]) == {"other", "shakespeare"}
+    table = json.loads(layout.demo_table.read_text())
+    assert [r["prompt"] for r in table["rows"]][0] == "Tell me about the weather"
+    assert (layout.classifier / "config.json").is_file() and (layout.evaluation / "style_rate.png").is_file()
+
+
+def test_push_then_load_by_repo_id_matches_the_local_run(tiny_run, hub_env, monkeypatch, capsys):
+    from peft import AutoPeftModelForCausalLM, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hubstyle import load_shakespearean
+
+    code, out, err = run_cli(monkeypatch, capsys, "push", str(tiny_run), "--repo-id", "alice/bard", "--tag", "v1")
+    assert code == 0, err
+    for repo in ("alice/bard", "alice/bard-merged", "alice/bard-classifier", "alice/bard-base"):
+        assert hub_env.server.commits(repo), repo
+    assert hub_env.server.commits("alice/bard-space", "space")
+
+    layout = RunLayout(tiny_run)
+    tok = AutoTokenizer.from_pretrained(layout.base)
+    local = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(layout.base), layout.adapter).eval()
+    prompt = "Tell me about the weather"
+    ids = tok(prompt, return_tensors="pt")
+    with torch.no_grad():
+        want_ids = local.generate(**ids, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+    want = tok.decode(want_ids[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+    bard = load_shakespearean(repo_id="alice/bard", revision="v1")
+    assert bard(prompt, max_new_tokens=12) == want
+    base_text, styled = bard.compare(prompt, max_new_tokens=12)
+    assert styled == want and base_text != styled
+
+    adapter_config = json.loads((tiny_run / "publish" / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == "alice/bard-base"
+    peft_model = AutoPeftModelForCausalLM.from_pretrained("alice/bard").eval()
+    merged = AutoModelForCausalLM.from_pretrained("alice/bard-merged").eval()
+    with torch.no_grad():
+        for model in (peft_model, merged):
+            got = model.generate(**ids, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+            assert torch.equal(got, want_ids)
+
+    # a second push of the same run uploads nothing and makes no commit
+    commits_before = {r: len(hub_env.server.commits(r)) for r in ("alice/bard", "alice/bard-merged")}
+    bytes_before = hub_env.server.uploaded_bytes
+    code, out, err = run_cli(monkeypatch, capsys, "push", str(tiny_run), "--repo-id", "alice/bard")
+    assert code == 0, err
+    assert hub_env.server.uploaded_bytes == bytes_before
+    assert {r: len(hub_env.server.commits(r)) for r in commits_before} == commits_before
+    assert out.count("unchanged, no commit") == 5
+
+    # the token never lands in any written file or in what was printed
+    token = hub_env.token
+    assert token not in out + err
+    for path in list(tiny_run.rglob("*")) + list(hub_env.hf_home.rglob("*")):
+        if path.is_file() and path.name != "token":
+            assert token.encode() not in path.read_bytes(), path
+
+
+def test_dry_run_prints_changes_and_card_without_writing(tiny_run, hub_env, monkeypatch, capsys):
+    code, out, err = run_cli(monkeypatch, capsys, "push", str(tiny_run), "--repo-id", "alice/fresh", "--dry-run")
+    assert code == 0, err
+    assert "adapter: alice/fresh (model)" in out
+    assert any(line.split()[:2] == ["added", "adapter_model.safetensors"] for line in out.splitlines())
+    assert "base_model_relation: adapter" in out  # the rendered card
+    assert hub_env.server.repo("alice/fresh") is None
+    assert all(entry.method in ("GET", "HEAD") for entry in hub_env.server.log)
+
+
+def test_push_without_write_access_is_one_line(tiny_run, hub_env, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "push", str(tiny_run), "--repo-id", "somebody-else/bard", "--what", "adapter")
+    assert code == 1 and err.startswith("error: ") and err.count("\n") == 1 and "403" in err
