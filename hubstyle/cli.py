@@ -120,27 +120,71 @@ def merge(
 def blend(
     base: str = typer.Option(..., "--base", help="Base model folder or Hub id."),
     adapter: list[str] = typer.Option(..., "--adapter", help="NAME=FOLDER, once per adapter."),
-    weight: list[float] = typer.Option(..., "--weight", help="One weight per adapter, in the same order."),
-    out: Path = typer.Option(..., "--out", help="Folder for the blended adapter."),
-    combination: str = typer.Option("linear", help="peft combination type: linear, cat, svd, ties, dare_linear, ..."),
+    weight: Optional[list[float]] = typer.Option(None, "--weight", help="One weight per adapter, in the same order."),
+    out: Path = typer.Option(..., "--out", help="Folder for the blended adapter (with --sweep: the sweep's JSON and plot)."),
+    combination: Optional[str] = typer.Option(
+        None, help="peft combination type: linear, cat, svd, ties, dare_linear, ... (default: linear; cat with --sweep)."
+    ),
     density: Optional[float] = typer.Option(None, help="Density for ties/dare/magnitude_prune methods."),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+    sweep: bool = typer.Option(False, "--sweep", help="Sweep the weight of the first of two adapters from 0 to 1 instead."),
+    classifier: Optional[str] = typer.Option(None, "--classifier", help="--sweep: style classifier folder knowing both NAMEs."),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="--sweep: prompt file, one per line (default: hubstyle's)."),
+    heldout: list[str] = typer.Option(
+        [], "--heldout", help="--sweep: NAME=CORPUS held-out text of a style (default: the corpus called NAME)."
+    ),
+    generic: str = typer.Option("wikitext", help="--sweep: generic corpus scored for perplexity."),
+    grid: str = typer.Option("0,0.25,0.5,0.75,1", help="--sweep: weights of the first adapter, comma-separated."),
+    max_new_tokens: int = typer.Option(48, help="--sweep: tokens generated per prompt."),
+    min_new_tokens: Optional[int] = typer.Option(None, help="--sweep: generate at least this many tokens per prompt."),
 ) -> None:
-    """Blend style adapters with weights (peft add_weighted_adapter) into a new adapter folder."""
+    """Blend style adapters with weights (peft add_weighted_adapter) into a new adapter folder, or sweep two."""
+    adapters = _name_value_pairs("--adapter", adapter)
+    if sweep:
+        from hubstyle.evaluate.prompts import load_prompts
+        from hubstyle.evaluate.sweep import SWEEP_JSON, SWEEP_PLOT, blend_sweep, sweep_table, sweep_texts
+
+        if weight:
+            raise HubstyleError("--weight has no effect with --sweep; give the weights with --grid (e.g. 0,0.5,1)")
+        if not classifier:
+            raise HubstyleError("--sweep needs --classifier FOLDER, a style classifier that knows both adapter names")
+        try:
+            weights = [float(w) for w in grid.split(",") if w.strip()]
+        except ValueError:
+            raise HubstyleError(f"--grid {grid!r} must be comma-separated numbers such as 0,0.5,1") from None
+        sources = {name: name for name in adapters} | _name_value_pairs("--heldout", heldout)
+        heldout_texts, generic_texts = sweep_texts(sources, generic=generic)
+        result = blend_sweep(
+            base, adapters, classifier=classifier, prompts=load_prompts(prompts), heldout=heldout_texts,
+            generic_texts=generic_texts, out_dir=out, grid=weights, combination_type=combination or "cat",
+            density=density, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+        )
+        typer.echo(sweep_table(result))
+        typer.echo(f"sweep written to {out / SWEEP_JSON} and {out / SWEEP_PLOT}")
+        return
+
     from hubstyle.merge import blend_adapters
 
-    adapters = {}
-    for item in adapter:
-        name, sep, folder = item.partition("=")
-        if not sep or not name or not folder:
-            raise HubstyleError(f"--adapter {item!r} must look like NAME=FOLDER")
-        adapters[name] = folder
+    if not weight:
+        raise HubstyleError("blend needs one --weight per adapter (or --sweep to sweep two adapters)")
     report = blend_adapters(
-        base, adapters, list(weight), out, combination_type=combination, density=density, overwrite=overwrite
+        base, adapters, list(weight), out, combination_type=combination or "linear", density=density,
+        overwrite=overwrite,
     )
     typer.echo(f"blend saved to {report.out_dir} ({report.combination_type}, rank {report.rank})")
     for note in report.notes:
         typer.echo(f"note: {note}")
+
+
+def _name_value_pairs(option: str, items: list[str]) -> dict[str, str]:
+    """Return {NAME: VALUE} of ``NAME=VALUE`` option values; a malformed one is a one-line error."""
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise HubstyleError(f"{option} {item!r} must look like NAME=VALUE (e.g. shakespeare=runs/a/adapter)")
+        pairs[name] = value
+    return pairs
 
 
 classifier_app = typer.Typer(help="The style classifier that measures style rate.", no_args_is_help=True)
@@ -271,8 +315,21 @@ def space_run(
     launch(settings, port=port, prevent_thread_lock=False)
 
 
+def _quiet_libraries() -> None:
+    """Silence library chatter that says nothing to a hubstyle user (set HUBSTYLE_DEBUG=1 to see it)."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
 def main() -> None:
     """Run the CLI; bad input ends with one line on stderr and exit code 1 (HUBSTYLE_DEBUG=1 shows tracebacks)."""
+    if not os.environ.get("HUBSTYLE_DEBUG"):
+        _quiet_libraries()
     try:
         app()
     except HubstyleError as err:

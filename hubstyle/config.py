@@ -165,8 +165,8 @@ class EvaluationConfig:
     prompts: str | None = None  # prompt file; None = hubstyle's 150+ neutral prompts
     demo_prompts: str | None = None
     max_new_tokens: int = 48
-    do_sample: bool = False
-    temperature: float = 1.0
+    do_sample: bool = True  # seeded, so reproducible; greedy decoding of small models loops on one phrase
+    temperature: float = 0.8
     top_p: float = 0.95
     seed: int = 0
     batch_size: int = 16

@@ -65,12 +65,18 @@ def quiet() -> bool:
     return os.environ.get("HUBSTYLE_QUIET", "") not in ("", "0")
 
 
-def lr_at(step: int, settings: LoopSettings) -> float:
-    """Return the learning rate at `step`: linear warmup, then cosine decay to 10% of the peak."""
+def lr_at(step: int, settings: LoopSettings, elapsed_fraction: float | None = None) -> float:
+    """Return the learning rate at `step`: linear warmup, then cosine decay to 10% of the peak.
+
+    With a time budget the decay follows the elapsed share of the budget (`elapsed_fraction`), so a run stopped
+    by the clock still ends at the low learning rate that gives its best loss.
+    """
     if step < settings.warmup_steps:
         return settings.learning_rate * (step + 1) / settings.warmup_steps
     span = max(1, settings.max_steps - settings.warmup_steps)
     progress = min(1.0, (step - settings.warmup_steps) / span)
+    if elapsed_fraction is not None:
+        progress = max(progress, min(1.0, elapsed_fraction))
     return settings.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -96,7 +102,7 @@ def mean_nll(model, blocks: torch.Tensor, *, batch_size: int = 8, bf16: bool = F
     for start in range(0, len(blocks), batch_size):
         batch = blocks[start : start + batch_size].to(dev)
         with autocast(bf16, dev):
-            logits = model(input_ids=batch).logits
+            logits = model(input_ids=batch, attention_mask=torch.ones_like(batch)).logits
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
         nll = -logp.gather(-1, batch[:, 1:, None]).squeeze(-1)
         total += nll.sum().item()
@@ -151,21 +157,24 @@ def train_loop(
     )
     loss_value = None
     for step in range(start_step, settings.max_steps):
-        if settings.time_budget_s and seconds_before + time.perf_counter() - t0 > settings.time_budget_s:
+        elapsed = seconds_before + time.perf_counter() - t0
+        if settings.time_budget_s and elapsed > settings.time_budget_s:
             break
+        budget_share = elapsed / settings.time_budget_s if settings.time_budget_s else None
+        lr = lr_at(step, settings, budget_share)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, settings)
+            group["lr"] = lr
         idx = batch_order(len(train_blocks), settings.batch_size, step, settings.seed)[rank::world]
         batch = train_blocks[idx].to(accelerator.device)
         with autocast(use_bf16, accelerator.device):
-            loss = model(input_ids=batch, labels=batch).loss
+            loss = model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
         accelerator.backward(loss)
         if settings.grad_clip:
             accelerator.clip_grad_norm_(params, settings.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         loss_value = accelerator.reduce(loss.detach().float(), reduction="mean").item()
-        record = {"step": step + 1, "loss": loss_value, "lr": lr_at(step, settings), "tokens": (step + 1) * tokens_per_step}
+        record = {"step": step + 1, "loss": loss_value, "lr": lr, "tokens": (step + 1) * tokens_per_step}
         done = step + 1
         if val_blocks is not None and settings.eval_every and (done % settings.eval_every == 0 or done == settings.max_steps):
             record["val_loss"] = mean_nll(model, val_blocks, batch_size=settings.batch_size, bf16=use_bf16)

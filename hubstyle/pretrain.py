@@ -134,10 +134,10 @@ def pretrain_base(
         batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
         max_steps=cfg.max_steps,
-        warmup_steps=min(50, cfg.max_steps // 10),
+        warmup_steps=min(30, cfg.max_steps // 10),
         weight_decay=0.1,
         seed=cfg.seed,
-        eval_every=max(1, cfg.max_steps // 10),
+        eval_every=min(50, max(1, cfg.max_steps // 10)),
         time_budget_s=cfg.time_budget_s,
         desc="pretraining tiny base",
     )

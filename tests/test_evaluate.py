@@ -278,11 +278,14 @@ def test_evaluate_run(tiny_base, adapter_dir, plain, tuned, tok, texts, data_dir
             assert result["perplexity"][part][side] == pytest.approx(math.exp(loss[part][side]))
     rates = result["style_rate"]
     assert rates["target"] == "shakespeare" and rates["n_prompts"] == len(PROMPTS)
-    assert rates["decoding"] == {"max_new_tokens": 8, "do_sample": False, "temperature": 1.0, "top_p": 0.95, "seed": 0}
-    pairs = generate_side_by_side(tuned, tok, PROMPTS, "style", max_new_tokens=8)
+    assert rates["decoding"] == {
+        "max_new_tokens": 8, "min_new_tokens": 8, "do_sample": False, "temperature": 1.0, "top_p": 0.95, "seed": 0
+    }
+    pairs = generate_side_by_side(tuned, tok, PROMPTS, "style", max_new_tokens=8, min_new_tokens=8)
     assert rates["base"] == style_rate(KeywordClassifier(), [b for b, _ in pairs], "shakespeare")
     assert rates["tuned"] == style_rate(KeywordClassifier(), [t for _, t in pairs], "shakespeare")
-    assert result["demo_table"] == demo_table(tuned, tok, PROMPTS[:2], "style", 6)
+    assert result["demo_table"] == demo_table(tuned, tok, PROMPTS[:2], "style", 6, min_new_tokens=6, top_p=0.95)
+    assert all(row["base"] and row["tuned"] for row in result["demo_table"]["rows"])
     assert (tmp_path / "eval" / "style_rate.png").read_bytes()[:4] == b"\x89PNG"
     json.dumps(result)
 

@@ -19,13 +19,20 @@ def demo_table(
     *,
     batch_size: int = 16,
     bf16: bool = False,
+    min_new_tokens: int | None = None,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Return {"adapter", "decoding", "rows": [{"prompt", "base", "tuned"}]} from greedy side-by-side decoding."""
-    pairs = generate_side_by_side(
-        model, tokenizer, prompts, adapter, max_new_tokens=max_new_tokens, do_sample=False,
-        batch_size=batch_size, bf16=bf16,
+    """Return {"adapter", "decoding", "rows": [{"prompt", "base", "tuned"}]}: deterministic (greedy, or seeded)."""
+    decoding = decoding_settings(
+        max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed,
+        min_new_tokens=min_new_tokens,
     )
-    decoding = decoding_settings(max_new_tokens=max_new_tokens, do_sample=False, temperature=1.0, top_p=1.0, seed=0)
+    pairs = generate_side_by_side(
+        model, tokenizer, prompts, adapter, **decoding, batch_size=batch_size, bf16=bf16,
+    )
     decoding["bf16"] = bool(bf16)
     rows = [{"prompt": prompt, "base": base, "tuned": tuned} for prompt, (base, tuned) in zip(prompts, pairs)]
     return {"adapter": adapter, "decoding": decoding, "rows": rows}

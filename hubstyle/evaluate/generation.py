@@ -44,11 +44,13 @@ def _check_prompts(prompts: Sequence[str]) -> list[str]:
 
 
 def decoding_settings(
-    *, max_new_tokens: int, do_sample: bool, temperature: float, top_p: float, seed: int
+    *, max_new_tokens: int, do_sample: bool, temperature: float, top_p: float, seed: int,
+    min_new_tokens: int | None = None,
 ) -> dict[str, Any]:
     """Return the decoding settings as recorded in metrics.json and demo_table.json."""
     return {
         "max_new_tokens": int(max_new_tokens),
+        "min_new_tokens": int(min_new_tokens or 0),
         "do_sample": bool(do_sample),
         "temperature": float(temperature),
         "top_p": float(top_p),

@@ -82,8 +82,10 @@ def evaluate_run(
     stages.update(1)
 
     stages.set_postfix_str("generating")
+    # every continuation runs its full length (EOS suppressed): the classifier judges text, never an empty string
     decoding = decoding_settings(
-        max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed
+        max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed,
+        min_new_tokens=max_new_tokens,
     )
     pairs = generate_side_by_side(
         model, tokenizer, prompts, adapter_name, **decoding, batch_size=batch_size, bf16=bf16
@@ -99,7 +101,8 @@ def evaluate_run(
 
     stages.set_postfix_str("demo table")
     table = demo_table(
-        model, tokenizer, demo_prompts, adapter_name, demo_max_new_tokens, batch_size=batch_size, bf16=bf16
+        model, tokenizer, demo_prompts, adapter_name, demo_max_new_tokens, batch_size=batch_size, bf16=bf16,
+        min_new_tokens=demo_max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed,
     )
     stages.update(1)
     stages.close()
