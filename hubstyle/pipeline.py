@@ -107,7 +107,9 @@ def run(cfg: RunConfig, *, resume: bool = False, log=print) -> RunResult:
 
     from hubstyle import __version__
 
-    blocks = style_blocks(cfg)  # bad corpora fail here, before anything is written
+    blocks = style_blocks(cfg)  # bad corpora and bases fail here, before anything is written
+    if cfg.base_model != TINY_BASE:
+        count_tokens_with(cfg.base_model)
     layout = RunLayout(cfg.out)
     layout.root.mkdir(parents=True, exist_ok=True)
     layout.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")

@@ -89,3 +89,9 @@ def test_console_script_help():
     done = subprocess.run(["hubstyle", "--help"], capture_output=True, text=True, check=True)
     for command in ("quickstart", "pretrain", "train", "generate", "merge", "blend"):
         assert command in done.stdout
+
+
+def test_missing_base_model_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "train", config(tmp_path, "shakespeare", base=str(tmp_path / "no-model")))
+    assert code == 1 and err.count("\n") == 1 and "does not exist" in err
+    assert not (tmp_path / "out").exists()
