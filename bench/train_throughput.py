@@ -287,25 +287,13 @@ def separator_free_tokens(blocks: torch.Tensor, batch_size: int, steps: int, see
 
 def hubstyle_run(base: str, blocks: torch.Tensor, training, label: str, hook: Callable | None = None):
     """Return the LoRA model after hubstyle's training on packed `blocks` (`prepare_model` + `train_loop`)."""
-    from hubstyle.loop import LoopSettings, train_loop
-    from hubstyle.train import prepare_model
+    from hubstyle.loop import train_loop
+    from hubstyle.train import loop_settings, prepare_model
 
     model, _ = prepare_model(base, training)
     handle = model.register_forward_pre_hook(hook, with_kwargs=True) if hook else None
     steps = training.max_steps
-    settings = LoopSettings(  # the LoopSettings hubstyle.train.train builds from a TrainingConfig
-        batch_size=training.batch_size,
-        learning_rate=training.learning_rate,
-        max_steps=steps,
-        warmup_steps=min(training.warmup_steps, steps // 2),
-        weight_decay=training.weight_decay,
-        grad_clip=training.grad_clip,
-        bf16=training.bf16,
-        seed=training.seed,
-        checkpoint_every=training.checkpoint_every,
-        eval_every=training.eval_every,
-        desc=label,
-    )
+    settings = loop_settings(training, training.max_steps, desc=label)  # what hubstyle.train.train uses
     train_loop(model, blocks, settings)
     if handle:
         handle.remove()

@@ -116,6 +116,23 @@ def prepare_model(base_model: str, training: TrainingConfig):
     return model, None
 
 
+def loop_settings(training: TrainingConfig, steps: int, desc: str | None = None) -> LoopSettings:
+    """Return the LoopSettings `train` uses for `training` over `steps` optimisation steps."""
+    return LoopSettings(
+        batch_size=training.batch_size,
+        learning_rate=training.learning_rate,
+        max_steps=steps,
+        warmup_steps=min(training.warmup_steps, steps // 2),
+        weight_decay=training.weight_decay,
+        grad_clip=training.grad_clip,
+        bf16=training.bf16,
+        seed=training.seed,
+        checkpoint_every=training.checkpoint_every,
+        eval_every=training.eval_every,
+        desc=desc or f"{training.method} training",
+    )
+
+
 def train(
     base_model: str,
     train_texts: list[str],
@@ -135,19 +152,7 @@ def train(
     val_blocks = pack(validation_texts, tokenizer, training.cutoff_len, what="validation text") if validation_texts else None
     model, targets = prepare_model(base_model, training)
     steps = training.max_steps or max(1, round(training.epochs * len(train_blocks) / training.batch_size))
-    settings = LoopSettings(
-        batch_size=training.batch_size,
-        learning_rate=training.learning_rate,
-        max_steps=steps,
-        warmup_steps=min(training.warmup_steps, steps // 2),
-        weight_decay=training.weight_decay,
-        grad_clip=training.grad_clip,
-        bf16=training.bf16,
-        seed=training.seed,
-        checkpoint_every=training.checkpoint_every,
-        eval_every=training.eval_every,
-        desc=f"{training.method} training",
-    )
+    settings = loop_settings(training, steps)
     result = train_loop(
         model,
         train_blocks,

@@ -57,3 +57,23 @@ def tiny_run(tmp_path_factory, data_dir) -> Path:
     )
     run(cfg, log=lambda *_: None)
     return root / "run"
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys):
+    """Run `hubstyle ARGS...` in-process through `cli.main`; return (exit code, stdout, stderr)."""
+    import sys
+
+    from hubstyle import cli
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["hubstyle", *args])
+        code = 0
+        try:
+            cli.main()
+        except SystemExit as exit_:
+            code = exit_.code or 0
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke

@@ -4,22 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
-
-from hubstyle import cli
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["hubstyle", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def config(tmp_path, corpus: str, extra: str = "", base: str = "tiny") -> str:
@@ -39,35 +25,35 @@ def config(tmp_path, corpus: str, extra: str = "", base: str = "tiny") -> str:
     ],
     ids=["missing-file", "empty-corpus", "binary-file"],
 )
-def test_bad_corpus_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, make, message):
-    code, out, err = run_cli(monkeypatch, capsys, "train", config(tmp_path, make(tmp_path)))
+def test_bad_corpus_is_one_line_and_writes_nothing(tmp_path, run_cli, make, message):
+    code, out, err = run_cli("train", config(tmp_path, make(tmp_path)))
     assert code == 1
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
     assert "Traceback" not in err + out
     assert not (tmp_path / "out").exists()
 
 
-def test_unknown_speaker_is_one_line(tmp_path, monkeypatch, capsys):
+def test_unknown_speaker_is_one_line(tmp_path, run_cli):
     script = tmp_path / "script.txt"
     script.write_text("ALICE: Hello there.\nBOB: Hi Alice.\nALICE: How are you?\n", encoding="utf-8")
-    code, _, err = run_cli(monkeypatch, capsys, "train", config(tmp_path, str(script), "dialogue:\n  speaker: CAROL\n"))
+    code, _, err = run_cli("train", config(tmp_path, str(script), "dialogue:\n  speaker: CAROL\n"))
     assert code == 1 and err.count("\n") == 1 and "CAROL" in err and "ALICE" in err
     assert not (tmp_path / "out").exists()
 
 
-def test_bad_yaml_is_one_line(tmp_path, monkeypatch, capsys):
+def test_bad_yaml_is_one_line(tmp_path, run_cli):
     path = tmp_path / "bad.yaml"
     path.write_text("training: [unclosed\n", encoding="utf-8")
-    code, _, err = run_cli(monkeypatch, capsys, "train", str(path))
+    code, _, err = run_cli("train", str(path))
     assert code == 1 and err.startswith("error: ") and "bad YAML" in err and err.count("\n") == 1
 
 
-def test_train_command_end_to_end(tiny_base, tmp_path, monkeypatch, capsys):
+def test_train_command_end_to_end(tiny_base, tmp_path, run_cli):
     extra = (
         "training:\n  max_steps: 6\n  cutoff_len: 64\n  batch_size: 4\n  learning_rate: 0.003\n  lora_rank: 4\n"
         "  eval_every: 3\nevaluation:\n  enabled: false\n"
     )
-    code, out, err = run_cli(monkeypatch, capsys, "train", config(tmp_path, "shakespeare", extra, base=str(tiny_base)))
+    code, out, err = run_cli("train", config(tmp_path, "shakespeare", extra, base=str(tiny_base)))
     assert code == 0, err
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["schema"] == "hubstyle.metrics/1" and metrics["training"]["steps"] == 6
@@ -79,7 +65,7 @@ def test_train_command_end_to_end(tiny_base, tmp_path, monkeypatch, capsys):
     assert "held-out style loss" in out
 
     code, out, err = run_cli(
-        monkeypatch, capsys, "generate", "--base", str(tiny_base), "--adapter", str(tmp_path / "out" / "adapter"),
+        "generate", "--base", str(tiny_base), "--adapter", str(tmp_path / "out" / "adapter"),
         "--max-new-tokens", "5", "To be",
     )
     assert code == 0 and out.startswith("base : ") and "tuned: " in out
@@ -91,7 +77,7 @@ def test_console_script_help():
         assert command in done.stdout
 
 
-def test_missing_base_model_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
-    code, _, err = run_cli(monkeypatch, capsys, "train", config(tmp_path, "shakespeare", base=str(tmp_path / "no-model")))
+def test_missing_base_model_is_one_line_and_writes_nothing(tmp_path, run_cli):
+    code, _, err = run_cli("train", config(tmp_path, "shakespeare", base=str(tmp_path / "no-model")))
     assert code == 1 and err.count("\n") == 1 and "does not exist" in err
     assert not (tmp_path / "out").exists()

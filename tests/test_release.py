@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import torch
 
-from hubstyle import cli
 from hubstyle.layout import RunLayout
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["hubstyle", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_run_metrics_follow_the_schema(tiny_run):
@@ -38,13 +25,13 @@ def test_run_metrics_follow_the_schema(tiny_run):
     assert (layout.classifier / "config.json").is_file() and (layout.evaluation / "style_rate.png").is_file()
 
 
-def test_push_then_load_by_repo_id_matches_the_local_run(tiny_run, hub_env, monkeypatch, capsys):
+def test_push_then_load_by_repo_id_matches_the_local_run(tiny_run, hub_env, run_cli):
     from peft import AutoPeftModelForCausalLM, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hubstyle import load_shakespearean
 
-    code, out, err = run_cli(monkeypatch, capsys, "push", str(tiny_run), "--repo-id", "alice/bard", "--tag", "v1")
+    code, out, err = run_cli("push", str(tiny_run), "--repo-id", "alice/bard", "--tag", "v1")
     assert code == 0, err
     for repo in ("alice/bard", "alice/bard-merged", "alice/bard-classifier", "alice/bard-base"):
         assert hub_env.server.commits(repo), repo
@@ -76,7 +63,7 @@ def test_push_then_load_by_repo_id_matches_the_local_run(tiny_run, hub_env, monk
     # a second push of the same run uploads nothing and makes no commit
     commits_before = {r: len(hub_env.server.commits(r)) for r in ("alice/bard", "alice/bard-merged")}
     bytes_before = hub_env.server.uploaded_bytes
-    code, out, err = run_cli(monkeypatch, capsys, "push", str(tiny_run), "--repo-id", "alice/bard")
+    code, out, err = run_cli("push", str(tiny_run), "--repo-id", "alice/bard")
     assert code == 0, err
     assert hub_env.server.uploaded_bytes == bytes_before
     assert {r: len(hub_env.server.commits(r)) for r in commits_before} == commits_before
@@ -90,8 +77,8 @@ def test_push_then_load_by_repo_id_matches_the_local_run(tiny_run, hub_env, monk
             assert token.encode() not in path.read_bytes(), path
 
 
-def test_dry_run_prints_changes_and_card_without_writing(tiny_run, hub_env, monkeypatch, capsys):
-    code, out, err = run_cli(monkeypatch, capsys, "push", str(tiny_run), "--repo-id", "alice/fresh", "--dry-run")
+def test_dry_run_prints_changes_and_card_without_writing(tiny_run, hub_env, run_cli):
+    code, out, err = run_cli("push", str(tiny_run), "--repo-id", "alice/fresh", "--dry-run")
     assert code == 0, err
     assert "adapter: alice/fresh (model)" in out
     assert any(line.split()[:2] == ["added", "adapter_model.safetensors"] for line in out.splitlines())
@@ -100,6 +87,6 @@ def test_dry_run_prints_changes_and_card_without_writing(tiny_run, hub_env, monk
     assert all(entry.method in ("GET", "HEAD") for entry in hub_env.server.log)
 
 
-def test_push_without_write_access_is_one_line(tiny_run, hub_env, monkeypatch, capsys):
-    code, _, err = run_cli(monkeypatch, capsys, "push", str(tiny_run), "--repo-id", "somebody-else/bard", "--what", "adapter")
+def test_push_without_write_access_is_one_line(tiny_run, hub_env, run_cli):
+    code, _, err = run_cli("push", str(tiny_run), "--repo-id", "somebody-else/bard", "--what", "adapter")
     assert code == 1 and err.startswith("error: ") and err.count("\n") == 1 and "403" in err

@@ -187,21 +187,6 @@ def test_bad_input_is_one_line_before_any_model_loads(tiny_base, adapters, tmp_p
     assert not (tmp_path / "out").exists()
 
 
-def _run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    import sys
-
-    from hubstyle import cli
-
-    monkeypatch.setattr(sys, "argv", ["hubstyle", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def _tiny_classifier(base: Path, out: Path, labels: list[str]) -> Path:
     """Save a random tiny GPT-2 sequence classifier over ``labels`` (a real folder load_classifier accepts)."""
     from transformers import AutoTokenizer, GPT2Config, GPT2ForSequenceClassification
@@ -215,12 +200,12 @@ def _tiny_classifier(base: Path, out: Path, labels: list[str]) -> Path:
     return out
 
 
-def test_cli_blend_sweep_prints_the_table_and_writes_the_files(tiny_base, adapters, tmp_path, monkeypatch, capsys):
+def test_cli_blend_sweep_prints_the_table_and_writes_the_files(tiny_base, adapters, tmp_path, run_cli):
     clf = _tiny_classifier(tiny_base, tmp_path / "clf", ["shakespeare", "milton", "other"])
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS[:2]) + "\n", encoding="utf-8")
-    code, out, err = _run_cli(
-        monkeypatch, capsys, "blend", "--base", str(tiny_base),
+    code, out, err = run_cli(
+        "blend", "--base", str(tiny_base),
         "--adapter", f"shakespeare={adapters['a']}", "--adapter", f"milton={adapters['b']}",
         "--sweep", "--classifier", str(clf), "--prompts", str(prompts), "--grid", "0,1", "--max-new-tokens", "4",
         "--out", str(tmp_path / "sweep"),
@@ -234,18 +219,18 @@ def test_cli_blend_sweep_prints_the_table_and_writes_the_files(tiny_base, adapte
     assert set(saved["rows"][0]["perplexity"]) == {"shakespeare", "milton", "generic"}
     assert (tmp_path / "sweep" / SWEEP_PLOT).is_file()
 
-    code, _, err = _run_cli(
-        monkeypatch, capsys, "blend", "--base", str(tiny_base), "--adapter", f"shakespeare={adapters['a']}",
+    code, _, err = run_cli(
+        "blend", "--base", str(tiny_base), "--adapter", f"shakespeare={adapters['a']}",
         "--sweep", "--classifier", str(clf), "--out", str(tmp_path / "one"),
     )
     assert code == 1 and err.count("\n") == 1 and "exactly two adapters" in err
-    code, _, err = _run_cli(
-        monkeypatch, capsys, "blend", "--base", str(tiny_base), "--adapter", f"a={adapters['a']}",
+    code, _, err = run_cli(
+        "blend", "--base", str(tiny_base), "--adapter", f"a={adapters['a']}",
         "--adapter", f"b={adapters['b']}", "--sweep", "--out", str(tmp_path / "none"),
     )
     assert code == 1 and "--sweep needs --classifier" in err
-    code, _, err = _run_cli(  # the plain blend still needs its weights
-        monkeypatch, capsys, "blend", "--base", str(tiny_base), "--adapter", f"a={adapters['a']}",
+    code, _, err = run_cli(  # the plain blend still needs its weights
+        "blend", "--base", str(tiny_base), "--adapter", f"a={adapters['a']}",
         "--adapter", f"b={adapters['b']}", "--out", str(tmp_path / "plain"),
     )
     assert code == 1 and err.count("\n") == 1 and "one --weight per adapter" in err

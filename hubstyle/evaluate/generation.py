@@ -33,7 +33,7 @@ def check_adapter(model, adapter: str) -> None:
         raise HubstyleError(f"the model has no adapter '{adapter}'; {has}")
 
 
-def _check_prompts(prompts: Sequence[str]) -> list[str]:
+def check_prompts(prompts: Sequence[str]) -> list[str]:
     prompts = list(prompts)
     if not prompts:
         raise HubstyleError("the prompt list is empty; give at least one prompt (e.g. data/prompts.txt)")
@@ -167,7 +167,7 @@ def generate_side_by_side(
     (``seed``), so the same call gives the same texts. ``bf16`` runs under bf16 autocast where the hardware is
     fast at it; it is off by default because bf16 changes greedy continuations (see tests/test_evaluate.py).
     """
-    prompts = _check_prompts(prompts)
+    prompts = check_prompts(prompts)
     check_adapter(model, adapter)
     rows = _run(
         model, tokenizer, prompts, adapter=adapter, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
@@ -192,7 +192,7 @@ def generate(
     bf16: bool = False,
 ) -> list[str]:
     """Return one continuation per prompt from ``model`` as it is (for a PeftModel: its active adapter)."""
-    prompts = _check_prompts(prompts)
+    prompts = check_prompts(prompts)
     rows = _run(
         model, tokenizer, prompts, adapter=None, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
         do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size, bf16=bf16,

@@ -59,7 +59,7 @@ def blend_sweep(
     from tqdm.auto import tqdm
 
     from hubstyle.evaluate.classifier import check_labels
-    from hubstyle.evaluate.generation import decoding_settings, generate
+    from hubstyle.evaluate.generation import check_prompts, decoding_settings, generate
     from hubstyle.evaluate.perplexity import heldout_blocks, heldout_loss, perplexity
     from hubstyle.evaluate.run import _classifier
     from hubstyle.evaluate.style_rate import rate_of_labels
@@ -69,7 +69,7 @@ def blend_sweep(
 
     # every check that needs no language model runs before one is loaded
     names = _check_adapters(adapters)
-    prompts = _check_prompts(prompts)
+    prompts = check_prompts(prompts)
     texts = _check_heldout(heldout, names, generic_texts)
     _check_combination(combination_type, density, "total")
     weights = [w for w, _ in blend_sweep_weights(grid)]
@@ -257,18 +257,6 @@ def _check_adapters(adapters: Mapping[str, str | os.PathLike]) -> list[str]:
     if GENERIC in names:
         raise HubstyleError(f"an adapter is named '{GENERIC}', which is the generic text's key; rename it")
     return names
-
-
-def _check_prompts(prompts: Sequence[str]) -> list[str]:
-    if isinstance(prompts, str):
-        raise HubstyleError("prompts is one string; give a list of prompts")
-    prompts = list(prompts)
-    if not prompts:
-        raise HubstyleError("the prompt list is empty; give at least one prompt (e.g. data/prompts.txt)")
-    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p.strip()]
-    if bad:
-        raise HubstyleError(f"prompt {bad[0]} is empty or not text; every prompt needs some words")
-    return prompts
 
 
 def _check_heldout(
