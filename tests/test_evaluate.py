@@ -301,3 +301,9 @@ def test_evaluate_run_checks_the_classifier_first(tmp_path):
             target_style="shakespeare", out_dir=tmp_path,
         )
     assert "\n" not in str(err.value)
+
+
+def test_markdown_cell_drops_control_characters():
+    from hubstyle.evaluate.demo_table import markdown_cell
+
+    assert markdown_cell("thou\x00 art\x07\r\nhere\t|") == "thou art<br>here\t\\|"

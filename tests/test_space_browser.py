@@ -61,6 +61,25 @@ def settled(page, selector: str, timeout: float = 30.0) -> str:
     raise AssertionError(f"{selector} did not fill within {timeout} s (value so far: {area.input_value()!r})")
 
 
+def set_number(page, elem_id: str, value: str, attempts: int = 4) -> None:
+    """Type `value` into a slider's number box until the slider itself shows it (a typed value can be lost
+    when the box is re-rendered while the page settles)."""
+    from playwright.sync_api import expect
+
+    for attempt in range(attempts):
+        box = page.locator(f"#{elem_id} input[type=number]")
+        box.fill(value)
+        box.press("Enter")
+        box.blur()
+        try:
+            # the slider's own range input moves only once the app state holds the typed value
+            expect(page.locator(f"#{elem_id} input[type=range]")).to_have_value(value, timeout=3000)
+            return
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise
+
+
 def clear_outputs(page) -> None:
     """Blank both columns in the page, so the next run is seen filling them again."""
     page.evaluate("""() => { for (const id of ['base-output', 'tuned-output']) {
@@ -83,12 +102,7 @@ def test_generate_and_switch_adapter_in_chromium(space, tiny_base, tmp_path):
             page.locator("#prompt textarea").fill(PROMPT)
             page.get_by_text("Generation settings").click()
             for elem_id, value in (("temperature", "0"), ("max-new", str(NEW_TOKENS))):
-                box = page.locator(f"#{elem_id} input[type=number]")
-                box.fill(value)
-                box.press("Enter")
-                box.blur()
-                # the slider's own range input moves only once the app state holds the typed value
-                expect(page.locator(f"#{elem_id} input[type=range]")).to_have_value(value)
+                set_number(page, elem_id, value)
             page.locator("#generate").click()
             base_text = settled(page, "#base-output")
             bard_text = settled(page, "#tuned-output")

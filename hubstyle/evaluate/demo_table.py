@@ -1,10 +1,11 @@
-"""The demo table: a few prompts with the base and the style-tuned continuation, greedy so it reproduces.
+"""The demo table: a few prompts with the base and the style-tuned continuation, decoded reproducibly.
 
 It is written to the run folder as demo_table.json, shown in the model card as Markdown and cached by the Space.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any, Sequence
 
 from hubstyle.evaluate.generation import decoding_settings, generate_side_by_side
@@ -39,8 +40,13 @@ def demo_table(
 
 
 def markdown_cell(text: str) -> str:
-    """Return ``text`` safe inside a Markdown table cell: pipes escaped, newlines as <br>, never empty."""
-    text = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    """Return ``text`` safe inside a Markdown table cell: pipes escaped, newlines as <br>, never empty.
+
+    Control characters are dropped: a small model's byte-level tokens can decode to NUL and friends, and a
+    README holding them is a binary file the Hub refuses as a plain (non-LFS) upload.
+    """
+    text = "".join(ch for ch in str(text) if ch in "\n\r\t" or unicodedata.category(ch) != "Cc")
+    text = text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>")
     return text.strip() or "*(empty)*"
 
