@@ -17,10 +17,10 @@ def quickstart_config(out: str | Path) -> RunConfig:
     return RunConfig(
         base_model=TINY_BASE,
         output_dir=str(out),
-        pretrain=PretrainConfig(max_steps=2000, time_budget_s=200, batch_size=16, learning_rate=2e-3),
+        pretrain=PretrainConfig(max_steps=4000, time_budget_s=240, batch_size=16, learning_rate=2e-3),
         training=TrainingConfig(
             method="lora", lora_rank=16, lora_alpha=32, lora_dropout=0.05, cutoff_len=256, batch_size=8,
-            max_steps=160, learning_rate=2e-3, warmup_steps=10, eval_every=40, checkpoint_every=80,
+            max_steps=320, learning_rate=3e-3, warmup_steps=10, eval_every=80, checkpoint_every=160,
         ),
     )
 
