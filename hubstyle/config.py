@@ -270,7 +270,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         return from_dict(tp, value if value is not None else {}, prefix=f"{key}.")
     if origin is list:
         (item,) = typing.get_args(tp)
-        if isinstance(value, (str, dict)) and item is str and isinstance(value, str):
+        if item is str and isinstance(value, str):  # `target_modules: c_attn` means a list of one
             value = [value]
         if not isinstance(value, list):
             raise HubstyleError(f"'{key}' must be a list, got {value!r}")
