@@ -108,13 +108,12 @@ def run(cfg: RunConfig, *, resume: bool = False, log=print) -> RunResult:
     from hubstyle import __version__
 
     blocks = style_blocks(cfg)  # bad corpora and bases fail here, before anything is written
-    if cfg.base_model != TINY_BASE:
-        count_tokens_with(cfg.base_model)
+    count_tokens = count_tokens_with(cfg.base_model) if cfg.base_model != TINY_BASE else None
     layout = RunLayout(cfg.out)
     layout.root.mkdir(parents=True, exist_ok=True)
     layout.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
     base, pretrain_facts = ensure_base(cfg, layout, log)
-    data: StyleData = build_style_data(cfg, count_tokens_with(base), blocks)
+    data: StyleData = build_style_data(cfg, count_tokens or count_tokens_with(base), blocks)
     for label, counts in data.token_counts.items():
         log(f"style '{label}': {counts['train']:,} train / {counts['validation']:,} validation / {counts['test']:,} test tokens")
     validation = [t for s in data.splits.values() for t in s.validation]
