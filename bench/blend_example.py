@@ -50,7 +50,7 @@ def parse_args() -> argparse.Namespace:
 def ensure_base(args: argparse.Namespace, out: Path, log) -> Path:
     """Return the tiny base folder: --base, a base left in OUT/base, or one pretrained now."""
     from hubstyle.config import PretrainConfig
-    from hubstyle.data import load_corpus, split_blocks
+    from hubstyle.dataset import generic_splits
     from hubstyle.pretrain import PRETRAIN_REPORT, pretrain_base
 
     if args.base:
@@ -62,7 +62,7 @@ def ensure_base(args: argparse.Namespace, out: Path, log) -> Path:
     # smaller than the quickstart's 4 x 256 / 4,096 base: in a few CPU minutes it sees several times more tokens
     cfg = PretrainConfig(max_steps=20_000, time_budget_s=args.pretrain_seconds, batch_size=16, learning_rate=3e-3,
                          block_size=128, n_embd=args.n_embd, vocab_size=args.vocab_size)
-    parts = split_blocks(load_corpus(cfg.corpus).blocks, validation=0.05, test=0.0, seed=cfg.seed)
+    parts = generic_splits(cfg.corpus, cfg.seed)
     log(f"pretraining a tiny base on {cfg.corpus} for up to {args.pretrain_seconds:.0f}s ...")
     report = pretrain_base(parts.train, parts.validation, base, cfg)
     log(f"  base: {report.steps} steps, val loss {report.val_loss:.3f} vs bigram {report.bigram_val_loss:.3f} "
@@ -147,7 +147,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from hubstyle.config import SplitConfig
-    from hubstyle.data import load_corpus, split_blocks
+    from hubstyle.dataset import generic_splits
     from hubstyle.evaluate.prompts import load_prompts
     from hubstyle.evaluate.sweep import blend_sweep, sweep_table, sweep_texts
 
@@ -159,8 +159,7 @@ def main() -> None:
     base = ensure_base(args, out, stamp)
     splits = style_splits()
     heldout, generic_heldout = sweep_texts({label: label for label in STYLES})
-    generic = split_blocks(load_corpus("wikitext").blocks, validation=0.05, test=0.0, seed=SplitConfig().seed,
-                           n_segments=SplitConfig().segments)
+    generic = generic_splits("wikitext", SplitConfig().seed, SplitConfig().segments)
     adapters = ensure_adapters(base, splits, args, out, stamp)
     classifier = ensure_classifier(splits, generic.train, generic_heldout, args, out, stamp)
 

@@ -292,7 +292,6 @@ def hubstyle_run(base: str, blocks: torch.Tensor, training, label: str, hook: Ca
 
     model, _ = prepare_model(base, training)
     handle = model.register_forward_pre_hook(hook, with_kwargs=True) if hook else None
-    steps = training.max_steps
     settings = loop_settings(training, training.max_steps, desc=label)  # what hubstyle.train.train uses
     train_loop(model, blocks, settings)
     if handle:
@@ -321,19 +320,14 @@ def tutorial_dataset(base: str, speeches: list[str], cutoff: int):
 
 def tutorial_model(base: str, training, targets: list[str] | str):
     """Return the base wrapped in a peft LoRA model, initialised under the same seed as hubstyle's adapter."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM
+
+    from hubstyle.train import lora_config
 
     model = AutoModelForCausalLM.from_pretrained(base)
     torch.manual_seed(training.seed)
-    lora = LoraConfig(
-        r=training.lora_rank,
-        lora_alpha=training.lora_alpha,
-        lora_dropout=training.lora_dropout,
-        target_modules=targets,
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, lora)
+    return get_peft_model(model, lora_config(training, targets))
 
 
 def tutorial_trainer(model, tokenizer, dataset, training, steps: int, out_dir: Path, callbacks: list):

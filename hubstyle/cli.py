@@ -51,11 +51,11 @@ def pretrain(
 ) -> None:
     """Pretrain the tiny GPT-style base (tokenizer + model) from scratch, with a bigram baseline to compare."""
     from hubstyle.config import PretrainConfig
-    from hubstyle.data import load_corpus, split_blocks
+    from hubstyle.dataset import generic_splits
     from hubstyle.pretrain import pretrain_base
 
     cfg = PretrainConfig(corpus=corpus, max_steps=steps, time_budget_s=minutes * 60 if minutes else None)
-    parts = split_blocks(load_corpus(corpus).blocks, validation=0.05, test=0.0, seed=cfg.seed)
+    parts = generic_splits(corpus, cfg.seed)
     report = pretrain_base(parts.train, parts.validation, out, cfg)
     typer.echo(
         f"tiny base saved to {out}: validation loss {report.val_loss:.3f} vs bigram {report.bigram_val_loss:.3f} "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from hubstyle.config import RunConfig
+from hubstyle.config import RunConfig, SplitConfig
 from hubstyle.data import Splits, balance_by_tokens, extract_dialogue, load_corpus, split_blocks
 from hubstyle.errors import HubstyleError
 
@@ -26,6 +26,19 @@ class StyleData:
     def heldout(self, split: str = "test") -> dict[str, list[str]]:
         """Return each style's held-out blocks of `split` ('validation' or 'test')."""
         return {label: getattr(s, split) for label, s in self.splits.items()}
+
+
+GENERIC_VALIDATION = 0.05  # share of the generic corpus held out: the base's validation, the forgetting measure
+
+
+def generic_splits(source: str, seed: int = 0, n_segments: int = SplitConfig().segments) -> Splits:
+    """Return the generic corpus's contiguous splits: 5% validation (held-out modern English), no test part.
+
+    Pretraining, a run's forgetting measure, the classifier's "other" class and blend sweeps all cut the generic
+    corpus this one way, so the base never trains on the text its forgetting is measured on.
+    """
+    return split_blocks(load_corpus(source).blocks, validation=GENERIC_VALIDATION, test=0.0, seed=seed,
+                        n_segments=n_segments)
 
 
 def style_blocks(cfg: RunConfig) -> dict[str, list[str]]:

@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from hubstyle.config import RunConfig
-from hubstyle.data import load_corpus, split_blocks
-from hubstyle.dataset import StyleData, build_style_data, style_blocks
+from hubstyle.data import Splits, split_blocks
+from hubstyle.dataset import StyleData, build_style_data, generic_splits, style_blocks
 from hubstyle.errors import HubstyleError
 from hubstyle.layout import RunLayout
 from hubstyle.pretrain import PRETRAIN_REPORT, BigramBaseline, pretrain_base
@@ -28,8 +28,7 @@ def ensure_base(cfg: RunConfig, layout: RunLayout, log=print) -> tuple[str, dict
     if report_path.is_file():
         log(f"reusing the tiny base in {layout.base}")
     else:
-        generic = load_corpus(cfg.pretrain.corpus)
-        parts = split_blocks(generic.blocks, validation=0.05, test=0.0, seed=cfg.pretrain.seed)
+        parts = generic_splits(cfg.pretrain.corpus, cfg.pretrain.seed)
         log(f"pretraining a tiny base on {cfg.pretrain.corpus} ({len(parts.train)} blocks) ...")
         pretrain_base(parts.train, parts.validation, layout.base, cfg.pretrain)
     report = json.loads(report_path.read_text(encoding="utf-8"))
@@ -50,13 +49,7 @@ def heldout_losses(base: str, adapter: Path, texts: dict[str, list[str]], block_
     }
 
 
-def generic_splits(cfg: RunConfig):
-    """Return the generic corpus's contiguous splits (its validation part is the held-out modern English)."""
-    generic = load_corpus(cfg.generic_corpus)
-    return split_blocks(generic.blocks, validation=0.05, test=0.0, seed=cfg.split.seed, n_segments=cfg.split.segments)
-
-
-def ensure_classifier(cfg: RunConfig, out_dir: Path, data: StyleData, log=print) -> tuple[str, dict]:
+def ensure_classifier(cfg: RunConfig, out_dir: Path, data: StyleData, generic: Splits, log=print) -> tuple[str, dict]:
     """Return (classifier folder or id, its report): the configured one, or one trained on the run's styles."""
     from hubstyle.evaluate.classifier import load_classifier, train_classifier
 
@@ -65,7 +58,6 @@ def ensure_classifier(cfg: RunConfig, out_dir: Path, data: StyleData, log=print)
         report_path = Path(cfg.classifier.path) / "metrics.json"
         report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {"labels": clf.labels}
         return cfg.classifier.path, report
-    generic = generic_splits(cfg)
     other = cfg.classifier.other_label
     if other in data.splits:
         raise HubstyleError(f"a style is named '{other}', which is the generic class; set classifier.other_label")
@@ -141,11 +133,11 @@ def run(cfg: RunConfig, *, resume: bool = False, log=print) -> RunResult:
         metrics["pretrain"] = pretrain_facts
     if out_dir == layout.adapter:
         style_test = data.splits[cfg.style].test or data.splits[cfg.style].validation
-        generic_test = generic_splits(cfg).validation
+        generic = generic_splits(cfg.generic_corpus, cfg.split.seed, cfg.split.segments)
         if cfg.evaluation.enabled:
-            metrics.update(evaluate(cfg, layout, base, out_dir, data, style_test, generic_test, log))
+            metrics.update(evaluate(cfg, layout, base, out_dir, data, style_test, generic, log))
         else:
-            losses = heldout_losses(base, out_dir, {"style": style_test, "generic": generic_test}, cfg.training.cutoff_len)
+            losses = heldout_losses(base, out_dir, {"style": style_test, "generic": generic.validation}, cfg.training.cutoff_len)
             metrics["heldout_loss"] = losses
             metrics["perplexity"] = {k: {m: math.exp(v) for m, v in d.items()} for k, d in losses.items()}
         metrics["heldout_loss"]["style"]["bigram"] = bigram_loss(
@@ -157,19 +149,19 @@ def run(cfg: RunConfig, *, resume: bool = False, log=print) -> RunResult:
 
 def evaluate(
     cfg: RunConfig, layout: RunLayout, base: str, adapter: Path, data: StyleData,
-    style_test: list[str], generic_test: list[str], log=print,
+    style_test: list[str], generic: Splits, log=print,
 ) -> dict:
     """Return the classifier, held-out loss, perplexity and style-rate sections; writes the demo table."""
     from hubstyle.evaluate.prompts import load_demo_prompts, load_prompts
     from hubstyle.evaluate.run import evaluate_run
 
-    classifier, classifier_report = ensure_classifier(cfg, layout.classifier, data, log)
+    classifier, classifier_report = ensure_classifier(cfg, layout.classifier, data, generic, log)
     ev = cfg.evaluation
     log("evaluating base vs tuned (style rate, perplexity, demo table) ...")
     result = evaluate_run(
         base, str(adapter), classifier=classifier,
         prompts=load_prompts(ev.prompts), demo_prompts=load_demo_prompts(ev.demo_prompts),
-        style_texts=style_test, generic_texts=generic_test, target_style=cfg.style, out_dir=layout.evaluation,
+        style_texts=style_test, generic_texts=generic.validation, target_style=cfg.style, out_dir=layout.evaluation,
         max_new_tokens=ev.max_new_tokens, do_sample=ev.do_sample, temperature=ev.temperature, top_p=ev.top_p,
         seed=ev.seed, batch_size=ev.batch_size, block_size=cfg.training.cutoff_len,
     )
@@ -191,7 +183,7 @@ def evaluate_adapter(cfg: RunConfig, adapter: str | Path, log=print) -> dict:
     data = build_style_data(cfg, count_tokens_with(cfg.base_model))
     layout.root.mkdir(parents=True, exist_ok=True)
     style_test = data.splits[cfg.style].test or data.splits[cfg.style].validation
-    metrics = evaluate(cfg, layout, cfg.base_model, Path(adapter), data, style_test, generic_splits(cfg).validation, log)
+    metrics = evaluate(cfg, layout, cfg.base_model, Path(adapter), data, style_test, generic_splits(cfg.generic_corpus, cfg.split.seed, cfg.split.segments), log)
     write_metrics(layout, {"schema": METRICS_SCHEMA, "run": {"base_model": cfg.base_model, "style": cfg.style}, **metrics})
     return metrics
 
@@ -204,7 +196,7 @@ def train_style_classifier(cfg: RunConfig, out_dir: str | Path, log=print) -> di
         for label, b in blocks.items()
     }
     data = StyleData(splits=splits, train_texts={label: s.train for label, s in splits.items()})
-    return ensure_classifier(cfg, Path(out_dir), data, log)[1]
+    return ensure_classifier(cfg, Path(out_dir), data, generic_splits(cfg.generic_corpus, cfg.split.seed, cfg.split.segments), log)[1]
 
 
 def write_metrics(layout: RunLayout, metrics: dict) -> Path:

@@ -81,6 +81,19 @@ def linear_module_names(model) -> set[str]:
     return {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))}
 
 
+def lora_config(training: TrainingConfig, targets: list[str] | str):
+    """Return the peft LoraConfig of `training` on `targets`."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=training.lora_rank,
+        lora_alpha=training.lora_alpha,
+        lora_dropout=training.lora_dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+
+
 def prepare_model(base_model: str, training: TrainingConfig):
     """Return (model, target_modules) ready to train with `training.method`."""
     model = load_base(base_model, quantization=training.quantization)
@@ -88,19 +101,12 @@ def prepare_model(base_model: str, training: TrainingConfig):
     torch.manual_seed(training.seed)  # adapter initialisation is part of what the seed reproduces
     method = training.method
     if method in ("lora", "qlora"):
-        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+        from peft import get_peft_model, prepare_model_for_kbit_training
 
         targets = target_modules_for(model, training.target_modules)
         if training.quantization:
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        lora = LoraConfig(
-            r=training.lora_rank,
-            lora_alpha=training.lora_alpha,
-            lora_dropout=training.lora_dropout,
-            target_modules=targets,
-            task_type="CAUSAL_LM",
-        )
-        return get_peft_model(model, lora), targets
+        return get_peft_model(model, lora_config(training, targets)), targets
     if method == "full":
         for p in model.parameters():
             p.requires_grad_(True)

@@ -27,7 +27,6 @@ from hubstyle.loading import DEFAULT_REPO_ID, load_shakespearean, load_style
 from hubstyle.models import load_base, load_tokenizer
 from hubstyle.pretrain import PRETRAIN_REPORT
 from hubstyle.publish import build_publish_folders, default_repo_ids
-from tests.hubserver import hub_env, hub_server  # noqa: F401
 
 PROMPT = "To be, or not to be"
 NEW_TOKENS = 12

@@ -231,6 +231,7 @@ def sweep_texts(
     """
     from hubstyle.config import SplitConfig
     from hubstyle.data import load_corpus, split_blocks
+    from hubstyle.dataset import generic_splits
 
     split = split or SplitConfig()
     heldout = {}
@@ -238,9 +239,7 @@ def sweep_texts(
         parts = split_blocks(load_corpus(source, name=label).blocks, validation=split.validation, test=split.test,
                              seed=split.seed, n_segments=split.segments)
         heldout[label] = parts.test or parts.validation
-    generic_parts = split_blocks(load_corpus(generic).blocks, validation=0.05, test=0.0, seed=split.seed,
-                                 n_segments=split.segments)
-    return heldout, generic_parts.validation
+    return heldout, generic_splits(generic, split.seed, split.segments).validation
 
 
 # --------------------------------------------------------------------------------------------------- checks
