@@ -48,14 +48,21 @@ def space(tiny_base, tmp_path_factory):
     demo.close()
 
 
-def settled(page, selector: str, timeout: float = 30.0) -> str:
-    """Return the textarea's value once it is non-empty and the app has stopped generating."""
+def settled(page, selector: str, timeout: float = 30.0, quiet_for: float = 1.0) -> str:
+    """Return the textarea's value once it is non-empty, the app is not generating, and it has stopped changing.
+
+    Streaming can show a partial value before Gradio marks the component busy, so a value only counts once it
+    has stayed the same for `quiet_for` seconds with nothing pending.
+    """
     deadline = time.monotonic() + timeout
     area = page.locator(f"{selector} textarea")
+    last, since = None, time.monotonic()
     while time.monotonic() < deadline:
         busy = page.locator(".generating, .pending").count()
         value = area.input_value()
-        if value and not busy:
+        if value != last or busy:
+            last, since = value, time.monotonic()
+        elif value and time.monotonic() - since >= quiet_for:
             return value
         time.sleep(0.1)
     raise AssertionError(f"{selector} did not fill within {timeout} s (value so far: {area.input_value()!r})")
