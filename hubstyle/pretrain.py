@@ -42,8 +42,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096):
     return fast
 
 
-def tiny_config(vocab_size: int, *, n_layer: int = 4, n_embd: int = 256, n_head: int = 4, n_positions: int = 256):
-    """Return the ``GPT2Config`` of a tiny GPT-style model (4 layers, 256 wide by default)."""
+def tiny_config(
+    vocab_size: int, *, n_layer: int = 4, n_embd: int = 256, n_head: int = 4, n_positions: int = 256, dropout: float = 0.0
+):
+    """Return the ``GPT2Config`` of a tiny GPT-style model (4 layers, 256 wide, no dropout by default)."""
     from transformers import GPT2Config
 
     if n_embd % n_head:
@@ -58,6 +60,9 @@ def tiny_config(vocab_size: int, *, n_layer: int = 4, n_embd: int = 256, n_head:
         eos_token_id=0,
         pad_token_id=0,
         tie_word_embeddings=True,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
     )
 
 
@@ -128,7 +133,8 @@ def pretrain_base(
     val_blocks = pack(validation_texts, tokenizer, cfg.block_size, what="pretraining validation split")
     torch.manual_seed(cfg.seed)
     model = GPT2LMHeadModel(
-        tiny_config(len(tokenizer), n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head, n_positions=cfg.block_size)
+        tiny_config(len(tokenizer), n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head, n_positions=cfg.block_size,
+                    dropout=cfg.dropout)
     )
     settings = LoopSettings(
         batch_size=cfg.batch_size,

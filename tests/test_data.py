@@ -68,12 +68,15 @@ def test_shakespeare_blocks_are_speeches(data_dir):
 
 def test_wikitext_is_detokenised(wikitext, data_dir):
     assert wikitext.source == f"{data_dir / 'wikitext-2' / 'valid.txt'}, {data_dir / 'wikitext-2' / 'test.txt'}"
-    assert len(wikitext.blocks) > 3000
+    assert len(wikitext.blocks) > 1000  # one block per section
+    paragraphs = [line for block in wikitext.blocks for line in block.split("\n")]
+    assert len(paragraphs) > 3900 and all(p.strip() for p in paragraphs)  # each paragraph on its own line
+    assert sum("\n" in block for block in wikitext.blocks) > 500  # the newline token is in the generic corpus
     text = wikitext.text()
     for artefact in ("<unk>", " @-@ ", " @,@ ", " @.@ ", " , ", " . ", " ; ", " : ", "( ", " )"):
         assert artefact not in text, artefact
     assert not re.search(r" 's\b", text)
-    assert not any(re.match(r"^\s*=.*=\s*$", block) for block in wikitext.blocks)
+    assert not any(re.match(r"^\s*=.*=\s*$", p) for p in paragraphs)
     assert wikitext.blocks[0].startswith("Homarus gammarus, known as the European lobster or common lobster, is a")
     assert "0.7 – 2.2 kg (1.5 – 4.9 lb)" in text
 

@@ -209,8 +209,13 @@ def test_compare_style_rates_section_and_plot(tmp_path):
     section = compare_style_rates(
         KeywordClassifier(), ["fine", "thou", "ok", "sure"], ["thou", "thou", "thou", "heaven"], "shakespeare",
         decoding=decoding, plot_path=tmp_path / "eval" / "style_rate.png",
+        prompts=["p1", "p2", "p3", "p4"], generations_path=tmp_path / "eval" / "generations.jsonl",
     )
     assert section["target"] == "shakespeare" and section["n_prompts"] == 4 and section["decoding"] == decoding
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "generations.jsonl").read_text().splitlines()]
+    assert rows[1] == {"prompt": "p2", "base": "thou", "base_label": "shakespeare", "tuned": "thou",
+                       "tuned_label": "shakespeare"}
+    assert [r["base_label"] for r in rows].count("shakespeare") == section["base"]["successes"]
     assert (section["base"]["successes"], section["tuned"]["successes"]) == (1, 3)
     assert section["tuned"]["per_class"]["milton"] == 0.25
     assert set(section["base"]) == {"rate", "low", "high", "n", "successes", "per_class"}

@@ -136,14 +136,26 @@ def _pair_quotes(s: str, quote: str) -> str:
 
 
 def wikitext_blocks(text: str) -> list[str]:
-    """Return wikitext raw's paragraphs (one per line), detokenised, without headings or ``<unk>``."""
-    blocks = []
+    """Return wikitext raw's sections: the paragraphs under one heading, detokenised, one line each.
+
+    Headings and ``<unk>`` are dropped. Paragraphs stay on their own lines (joined by ``"\\n"``), so a model
+    pretrained on these blocks learns the newline token that verse and scripts are made of.
+    """
+    blocks: list[str] = []
+    section: list[str] = []
     for line in text.replace("\r\n", "\n").split("\n"):
-        if not line.strip() or is_wikitext_heading(line):
+        if is_wikitext_heading(line):
+            if section:
+                blocks.append("\n".join(section))
+            section = []
+            continue
+        if not line.strip():
             continue
         clean = detokenize_wikitext(line)
         if clean and not _PUNCT_ONLY.match(clean):
-            blocks.append(clean)
+            section.append(clean)
+    if section:
+        blocks.append("\n".join(section))
     return blocks
 
 

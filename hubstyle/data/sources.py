@@ -85,7 +85,7 @@ NAMED_CORPORA: dict[str, NamedCorpus] = {
             ),
         ),
         cleaner=wikitext_blocks,
-        description="wikitext-2 raw valid+test, detokenised: one block per paragraph",
+        description="wikitext-2 raw valid+test, detokenised: one block per section, one paragraph per line",
     ),
     "milton": NamedCorpus(
         name="milton",

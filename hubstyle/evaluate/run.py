@@ -3,7 +3,7 @@
 The base model is loaded once with the adapter on top; every base-side number comes from the same weights with
 the adapter switched off (``disable_adapter`` for losses, the ``__base__`` rows of mixed-adapter batches for
 generation). The result is the ``heldout_loss``, ``perplexity`` and ``style_rate`` sections of metrics.json plus
-the demo table; only ``style_rate.png`` is written here, the caller writes the JSON files.
+the demo table; ``style_rate.png`` and ``generations.jsonl`` are written here, the caller writes the rest.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from hubstyle.evaluate.demo_table import demo_table
 from hubstyle.evaluate.generation import decoding_settings, generate_side_by_side
 from hubstyle.evaluate.perplexity import base_and_tuned_loss, perplexity
-from hubstyle.evaluate.style_rate import STYLE_RATE_PLOT, compare_style_rates
+from hubstyle.evaluate.style_rate import GENERATIONS_FILE, STYLE_RATE_PLOT, compare_style_rates
 from hubstyle.loop import quiet
 from hubstyle.models import load_adapters, load_base, load_tokenizer
 
@@ -56,7 +56,8 @@ def evaluate_run(
     ``classifier`` is a classifier folder (or an already loaded classifier); it must know ``target_style``.
     ``style_texts`` / ``generic_texts`` are held-out texts in the style and in plain English (e.g. wikitext);
     ``prompts`` are the neutral prompts the style rate is measured on, ``demo_prompts`` the demo table's.
-    ``style_rate.png`` is drawn into ``out_dir``. ``heldout_loss.style`` has no ``bigram`` entry: that baseline
+    ``style_rate.png`` and ``generations.jsonl`` (each judged continuation and its label) are written into
+    ``out_dir``. ``heldout_loss.style`` has no ``bigram`` entry: that baseline
     belongs to pretraining and is added by the caller when the run pretrained its base.
     """
     from tqdm.auto import tqdm
@@ -96,6 +97,7 @@ def evaluate_run(
     rates = compare_style_rates(
         clf, [b for b, _ in pairs], [t for _, t in pairs], target_style,
         decoding=decoding, plot_path=out_dir / STYLE_RATE_PLOT,
+        prompts=prompts, generations_path=out_dir / GENERATIONS_FILE,
     )
     stages.update(1)
 

@@ -7,6 +7,7 @@ bar chart (``style_rate.png``) with the confidence intervals as error bars.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,6 +17,7 @@ from hubstyle.evaluate.classifier import check_labels
 from hubstyle.evaluate.stats import RateCI
 
 STYLE_RATE_PLOT = "style_rate.png"
+GENERATIONS_FILE = "generations.jsonl"  # every judged continuation with its label, to audit the classifier
 
 
 def rate_of_labels(labels: Sequence[str], target: str, all_labels: Sequence[str]) -> dict[str, Any]:
@@ -52,11 +54,14 @@ def compare_style_rates(
     decoding: dict[str, Any],
     batch_size: int = 32,
     plot_path: Path | None = None,
+    prompts: Sequence[str] | None = None,
+    generations_path: Path | None = None,
 ) -> dict[str, Any]:
     """Return metrics.json's ``style_rate`` section: target, n_prompts, decoding, and the base and tuned rates.
 
     Both sides are classified in one call (one padded batch stream for the classifier). With ``plot_path`` the
-    bar chart is drawn there too.
+    bar chart is drawn there too; with ``generations_path`` every continuation is written there as JSON lines
+    (``prompt``, ``base``, ``base_label``, ``tuned``, ``tuned_label``) so each judgement can be read.
     """
     check_labels(classifier, [target])
     base_texts, tuned_texts = list(base_texts), list(tuned_texts)
@@ -77,6 +82,17 @@ def compare_style_rates(
     }
     if plot_path is not None:
         plot_style_rate(section, Path(plot_path))
+    if generations_path is not None:
+        prompts = list(prompts) if prompts is not None else [None] * n
+        if len(prompts) != n:
+            raise HubstyleError(f"got {len(prompts)} prompts for {n} generations; give one prompt per generation")
+        rows = [
+            {"prompt": p, "base": b, "base_label": bl, "tuned": t, "tuned_label": tl}
+            for p, b, bl, t, tl in zip(prompts, base_texts, labels[:n], tuned_texts, labels[n:])
+        ]
+        path = Path(generations_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
     return section
 
 
