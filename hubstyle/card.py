@@ -267,8 +267,26 @@ def classifier_card(metrics: Mapping[str, Any], ids: RepoIds) -> "ModelCard":
         "n_train": _int(f.number("classifier.n_train", "training")),
         "train_seconds": f"{f.number('classifier.train_seconds', 'training'):.1f}",
         "example_text": json.dumps("Tell me what news you bring from the city.", ensure_ascii=False),
+        "robustness": _classifier_robustness(metrics.get("classifier") or {}),
     }
     return _render("classifier", data, kwargs)
+
+
+def _classifier_robustness(report: Mapping[str, Any]) -> str:
+    """Return the card's sentence on disfluent training copies and the held-out score on disfluent text, or ''."""
+    augment = (report.get("settings") or {}).get("augment")
+    noisy = report.get("disfluent") or {}
+    parts = []
+    if augment:
+        parts.append(
+            f"{augment:.0%} of the training passages were also given as disfluent copies (words swapped, dropped, "
+            "repeated or spliced, stray punctuation, cut mid-word), with the same label, so that a small model's "
+            "word salad is judged by its vocabulary and spelling, not taken for archaic style because it is disfluent."
+        )
+    if "macro_f1" in noisy:
+        parts.append(f"On disfluent copies of the held-out passages: accuracy {noisy['accuracy']:.3f}, "
+                     f"macro-F1 {noisy['macro_f1']:.3f}.")
+    return " ".join(parts)
 
 
 def base_card(metrics: Mapping[str, Any], ids: RepoIds, model_config: Mapping[str, Any]) -> "ModelCard":

@@ -153,8 +153,10 @@ class ClassifierConfig:
     epochs: int = 1
     max_per_class: int = 400
     learning_rate: float = 5e-5
+    augment: float = 1.0  # share of training passages also given as disfluent copies (0: clean text only)
 
     def __post_init__(self) -> None:
+        _check_range("classifier.augment", self.augment, low=0.0, high=1.0)
         _check_range("classifier.epochs", self.epochs, low=1)
         _check_range("classifier.max_per_class", self.max_per_class, low=10)
 

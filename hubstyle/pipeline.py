@@ -67,10 +67,10 @@ def ensure_classifier(cfg: RunConfig, out_dir: Path, data: StyleData, generic: S
     report = train_classifier(
         train_texts, heldout, out_dir=out_dir, backbone=cfg.classifier.backbone,
         epochs=cfg.classifier.epochs, max_per_class=cfg.classifier.max_per_class,
-        learning_rate=cfg.classifier.learning_rate, seed=cfg.split.seed,
+        learning_rate=cfg.classifier.learning_rate, augment=cfg.classifier.augment, seed=cfg.split.seed,
     )
-    log(f"classifier: accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f} on held-out passages "
-        f"({report.train_seconds:.0f}s)")
+    log(f"classifier: accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f} on held-out passages, "
+        f"macro-F1 {report.disfluent['macro_f1']:.3f} on disfluent copies ({report.train_seconds:.0f}s)")
     return str(out_dir), report.as_dict()
 
 

@@ -62,7 +62,8 @@ def fake_metrics(base_model: str) -> dict:
                        "per_class": {"modern": {"precision": 0.96, "recall": 0.985, "f1": 0.9723},
                                      "shakespeare": {"precision": 0.9846, "recall": 0.96, "f1": 0.9721}},
                        "confusion_matrix": [[197, 3], [8, 192]], "n_train": 1200, "n_heldout": 400,
-                       "train_seconds": 61.3, "backbone": "sentence-transformers/all-MiniLM-L6-v2"},
+                       "train_seconds": 61.3, "backbone": "sentence-transformers/all-MiniLM-L6-v2",
+                       "settings": {"augment": 1.0}, "disfluent": {"accuracy": 0.955, "macro_f1": 0.9549}},
         "style_rate": {"target": "shakespeare", "n_prompts": 50,
                        "decoding": {"max_new_tokens": 48, "do_sample": False, "temperature": 1.0, "top_p": 0.95,
                                     "seed": 0},
@@ -235,6 +236,8 @@ def test_every_card_round_trips_through_model_card_load(tmp_path):
         "text-classification", "transformers", "sentence-transformers/all-MiniLM-L6-v2")
     assert {(r.metric_type, r.metric_value) for r in clf.eval_results} == {("accuracy", 0.9725), ("f1", 0.9724)}
     assert "| shakespeare | 8 | 192 |" in cards["classifier"].text
+    assert "100% of the training passages were also given as disfluent copies" in cards["classifier"].text
+    assert "On disfluent copies of the held-out passages: accuracy 0.955, macro-F1 0.955." in cards["classifier"].text
 
     base = cards["base"].data
     assert (base.pipeline_tag, base.library_name, base.base_model) == ("text-generation", "transformers", None)

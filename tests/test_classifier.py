@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from hubstyle.errors import HubstyleError
 from hubstyle.evaluate.classifier import (
     check_labels,
     default_backbone,
+    disfluent,
     evaluate_classifier,
     load_classifier,
     make_passages,
@@ -86,10 +88,27 @@ def test_make_passages_lengths_and_words():
     assert all(len(p.split()) <= 40 for p in make_passages([long_paragraph], min_words=20, max_words=40))
 
 
+def test_disfluent_copies():
+    text = "First Citizen:\nBefore we proceed any further, hear me speak.\nYou are all resolved rather to die than to famish?"
+    a, b = disfluent(text, random.Random(1)), disfluent(text, random.Random(1))
+    assert a == b and a != text  # seeded, and it changes something
+    assert disfluent(text, random.Random(1), strength=0.0) == text
+    assert set(a) <= set(text) | set("\"()[],.;:'-")  # made of the text's own words plus stray marks
+    noisy = [disfluent(text, random.Random(seed), strength=3.0) for seed in range(20)]
+    assert all(0 < len(t) for t in noisy) and len(set(noisy)) == 20
+
+
+def test_augment_must_be_a_share(tmp_path, texts):
+    with pytest.raises(HubstyleError, match="augment must be between 0 and 1"):
+        train_classifier(texts["train"], texts["heldout"], out_dir=tmp_path, augment=1.5)
+    assert not any(tmp_path.iterdir())
+
+
 def test_report_and_folder(trained):
     out, report = trained
     assert report.labels == ["modern", "shakespeare"]
-    assert report.n_train == 120 and report.n_heldout == 60
+    assert report.n_train == 240 and report.n_heldout == 60  # 120 passages + their 120 disfluent copies
+    assert set(report.disfluent) == {"accuracy", "macro_f1"} and report.settings["augment"] == 1.0
     matrix = report.confusion_matrix
     assert sum(map(sum, matrix)) == report.n_heldout and [sum(row) for row in matrix] == [30, 30]
     assert report.accuracy == pytest.approx((matrix[0][0] + matrix[1][1]) / 60)

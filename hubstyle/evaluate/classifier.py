@@ -116,6 +116,51 @@ def make_passages(texts: Sequence[str], *, min_words: int = 40, max_words: int =
     return passages
 
 
+_STRAY = ['"', '"', "(", ")", "[", "]", ",", ".", ";", ":", "'", "-"]
+
+
+def disfluent(text: str, rng: random.Random, strength: float = 1.0) -> str:
+    """Return ``text`` with the disfluencies a small language model's samples have, drawn from its own words.
+
+    Per word, with probabilities scaled by ``strength``: swapped with its neighbour, dropped, repeated, spliced
+    with another word of the same text at a random cut (``"scheduled"`` + ``"various"`` -> ``"schedurious"``),
+    or given a stray quote, bracket or punctuation mark; the text may also start mid-sentence and stop mid-word,
+    as a continuation cut at ``max_new_tokens`` does. Line breaks are kept. Every class gets the same treatment, so a classifier trained
+    on such copies must judge style by what is left (vocabulary, spelling, diction), not by fluency.
+    """
+    lines = [line.split() for line in text.split("\n")]
+    pool = [w for words in lines for w in words] or [""]
+    out_lines = []
+    for words in lines:
+        i = 0
+        while i + 1 < len(words):  # local word-order noise
+            if rng.random() < 0.15 * strength:
+                words[i], words[i + 1] = words[i + 1], words[i]
+                i += 1
+            i += 1
+        out: list[str] = []
+        for word in words:
+            r = rng.random() / strength if strength > 0 else 1.0
+            if r < 0.06:
+                continue  # dropped
+            if r < 0.09:
+                out.append(word)  # repeated
+            elif r < 0.21 and len(word) > 2:
+                other = rng.choice(pool)
+                word = word[: rng.randint(1, len(word) - 1)] + other[rng.randint(0, max(0, len(other) - 1)) :]
+            elif r < 0.27:
+                mark = rng.choice(_STRAY)
+                word = mark + word if rng.random() < 0.5 else word + mark
+            out.append(word)
+        out_lines.append(" ".join(out))
+    result = "\n".join(out_lines).strip()
+    if len(result) > 20 and rng.random() < 0.5 * min(1.0, strength):
+        result = result[: rng.randint(int(len(result) * 0.9), len(result))]
+    if len(result) > 20 and rng.random() < 0.5 * min(1.0, strength):
+        result = result[rng.randint(1, len(result) // 10) :].lstrip()
+    return result or text
+
+
 @dataclass
 class ClassifierReport:
     """Held-out scores of a style classifier and how it was trained (``as_dict`` gives the JSON form)."""
@@ -130,6 +175,7 @@ class ClassifierReport:
     train_seconds: float
     backbone: str
     settings: dict = field(default_factory=dict)
+    disfluent: dict | None = None  # {accuracy, macro_f1} on the same held-out passages made disfluent
 
     def as_dict(self) -> dict:
         """Return the report as a plain, JSON-serialisable dict."""
@@ -314,6 +360,7 @@ def train_classifier(
     passages: bool = True,
     min_words: int = 40,
     max_words: int = 100,
+    augment: float = 1.0,
     seed: int = 0,
 ) -> ClassifierReport:
     """Return the held-out report of a style classifier fine-tuned on ``train`` and saved to ``out_dir``.
@@ -321,7 +368,10 @@ def train_classifier(
     ``train`` and ``heldout`` map each label (e.g. "shakespeare", "modern") to its texts; both need the same
     labels. Texts are cut into passages (``passages=False`` uses them as they are), each class is down-sampled
     to the smallest one (and to ``max_per_class``), and the encoder ``backbone`` (default: ``default_backbone()``)
-    is fine-tuned with a classification head for ``epochs`` under bf16 autocast. ``freeze_layers`` keeps the
+    is fine-tuned with a classification head for ``epochs`` under bf16 autocast. ``augment`` adds that share of
+    the training passages again as ``disfluent`` copies (same label), so the style rate of a small model's
+    word salad measures its style rather than its disfluency; the report gives the held-out scores on clean
+    passages and, under ``disfluent``, on disfluent copies of them. ``freeze_layers`` keeps the
     embeddings and that many lower layers fixed (faster, on CPU). ``out_dir`` gets a standard
     ``save_pretrained`` folder (config with id2label, model.safetensors, tokenizer), ``metrics.json`` and
     ``confusion_matrix.png``.
@@ -347,6 +397,10 @@ def train_classifier(
                             min_words=min_words, max_words=max_words, seed=seed)
     heldout_pairs = _balanced(heldout, labels, per_class=max_heldout_per_class, passages=passages,
                               min_words=min_words, max_words=max_words, seed=seed + 1)
+    if not 0.0 <= augment <= 1.0:
+        raise HubstyleError(f"augment must be between 0 and 1 (share of passages copied disfluent), got {augment}")
+    noise = random.Random(seed + 2)
+    train_pairs += [(disfluent(t, noise), y) for t, y in train_pairs[: round(len(train_pairs) * augment)]]
 
     torch.manual_seed(seed)
     verbosity = hf_logging.get_verbosity()
@@ -412,6 +466,8 @@ def train_classifier(
     classifier = StyleClassifier(model, tokenizer)
     pred = classifier.predict([t for t, _ in heldout_pairs])
     true = [y for _, y in heldout_pairs]
+    noisy = classifier.predict([disfluent(t, noise) for t, _ in heldout_pairs])
+    noisy_scores = _scores(labels, true, [labels.index(p) for p in noisy])
     report = ClassifierReport(
         labels=labels,
         n_train=len(train_pairs),
@@ -421,8 +477,9 @@ def train_classifier(
         settings={
             "max_length": max_length, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
             "max_per_class": max_per_class, "freeze_layers": freeze_layers, "passages": passages,
-            "min_words": min_words, "max_words": max_words, "seed": seed,
+            "min_words": min_words, "max_words": max_words, "augment": augment, "seed": seed,
         },
+        disfluent={"accuracy": noisy_scores["accuracy"], "macro_f1": noisy_scores["macro_f1"]},
         **_scores(labels, true, [labels.index(p) for p in pred]),
     )
 
