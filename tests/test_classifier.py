@@ -13,12 +13,11 @@ from hubstyle.errors import HubstyleError
 from hubstyle.evaluate.classifier import (
     check_labels,
     default_backbone,
-    disfluent,
     evaluate_classifier,
     load_classifier,
-    make_passages,
     train_classifier,
 )
+from hubstyle.evaluate.passages import disfluent, make_passages
 
 SMALL = {"max_per_class": 60, "max_heldout_per_class": 30, "min_words": 20, "max_words": 40, "max_length": 64}
 
