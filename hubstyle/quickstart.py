@@ -40,11 +40,13 @@ def quickstart(
     m["quickstart_seconds"] = time.perf_counter() - start
     write_metrics(result.layout, m)
 
-    loss = m["heldout_loss"]
+    loss, ppl = m["heldout_loss"], m["perplexity"]
     log("")
-    log(f"held-out Shakespeare loss: base {loss['style']['base']:.3f}, tuned {loss['style']['tuned']:.3f}, "
-        f"bigram {loss['style']['bigram']:.3f} (nats/token)")
-    log(f"held-out modern English loss: base {loss['generic']['base']:.3f}, tuned {loss['generic']['tuned']:.3f}")
+    log(f"held-out Shakespeare: loss base {loss['style']['base']:.3f}, tuned {loss['style']['tuned']:.3f}, "
+        f"bigram {loss['style']['bigram']:.3f} nats/token; perplexity base {ppl['style']['base']:.1f}, "
+        f"tuned {ppl['style']['tuned']:.1f}")
+    log(f"held-out modern English: loss base {loss['generic']['base']:.3f}, tuned {loss['generic']['tuned']:.3f}; "
+        f"perplexity base {ppl['generic']['base']:.1f}, tuned {ppl['generic']['tuned']:.1f} (forgetting)")
     rate = m["style_rate"]
     for side in ("base", "tuned"):
         r = rate[side]

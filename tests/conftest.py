@@ -40,21 +40,11 @@ def tiny_base(tmp_path_factory, data_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, data_dir) -> Path:
     """A complete run folder made by the real pipeline at toy scale: tiny base, adapter, classifier, metrics."""
-    from hubstyle.config import ClassifierConfig, EvaluationConfig, PretrainConfig, RunConfig, TrainingConfig
     from hubstyle.pipeline import run
+    from tests.tiny import toy_run_config
 
     root = tmp_path_factory.mktemp("tiny_run")
-    prompts = root / "prompts.txt"
-    prompts.write_text("Tell me about the weather\nWhat is for dinner tonight\nThe train was late again\n")
-    cfg = RunConfig(
-        output_dir=str(root / "run"),
-        pretrain=PretrainConfig(vocab_size=512, n_layer=2, n_embd=64, n_head=4, block_size=64, batch_size=8,
-                                max_steps=20),
-        training=TrainingConfig(max_steps=8, cutoff_len=64, batch_size=4, learning_rate=3e-3, lora_rank=4,
-                                eval_every=4),
-        classifier=ClassifierConfig(max_per_class=24),
-        evaluation=EvaluationConfig(prompts=str(prompts), demo_prompts=str(prompts), max_new_tokens=8),
-    )
+    cfg = toy_run_config(root / "run", root / "prompts.txt")
     run(cfg, log=lambda *_: None)
     return root / "run"
 

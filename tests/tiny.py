@@ -28,3 +28,19 @@ def make_tiny_base(out: Path, *, seed: int = 0, vocab_size: int = 512, n_layer: 
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def toy_run_config(out: Path, prompts: Path):
+    """Return a RunConfig of the whole pipeline at toy scale (tiny base, 8 LoRA steps, 24 passages a class)."""
+    from hubstyle.config import ClassifierConfig, EvaluationConfig, PretrainConfig, RunConfig, TrainingConfig
+
+    prompts.write_text("Tell me about the weather\nWhat is for dinner tonight\nThe train was late again\n")
+    return RunConfig(
+        output_dir=str(out),
+        pretrain=PretrainConfig(vocab_size=512, n_layer=2, n_embd=64, n_head=4, block_size=64, batch_size=8,
+                                max_steps=20),
+        training=TrainingConfig(max_steps=8, cutoff_len=64, batch_size=4, learning_rate=3e-3, lora_rank=4,
+                                eval_every=4),
+        classifier=ClassifierConfig(max_per_class=24),
+        evaluation=EvaluationConfig(prompts=str(prompts), demo_prompts=str(prompts), max_new_tokens=8),
+    )
