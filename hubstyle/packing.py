@@ -12,7 +12,8 @@ from hubstyle.errors import HubstyleError
 def token_ids(texts: Sequence[str], tokenizer) -> list[list[int]]:
     """Return each text's token ids, with the tokenizer's EOS appended as a document separator."""
     eos = tokenizer.eos_token_id
-    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    # verbose=False: texts longer than model_max_length are fine here, they are packed into blocks afterwards
+    encoded = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
     return [ids + [eos] if eos is not None else ids for ids in encoded]
 
 

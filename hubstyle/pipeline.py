@@ -174,7 +174,7 @@ def count_tokens_with(base: str):
     from hubstyle.models import load_tokenizer
 
     tokenizer = load_tokenizer(base)
-    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return lambda text: len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
 def evaluate_adapter(cfg: RunConfig, adapter: str | Path, log=print) -> dict:
