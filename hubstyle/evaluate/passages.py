@@ -69,6 +69,8 @@ def make_passages(texts: Sequence[str], *, min_words: int = 40, max_words: int =
 
 
 _STRAY = ['"', '"', "(", ")", "[", "]", ",", ".", ";", ":", "'", "-"]
+# Per-word chances at strength 1 (cumulative thresholds below): swap 15%, drop 6%, repeat 3%, splice 12%, mark 6%.
+_SWAP, _DROP, _REPEAT, _SPLICE, _MARK = 0.15, 0.06, 0.09, 0.21, 0.27
 
 
 def disfluent(text: str, rng: random.Random, strength: float = 1.0) -> str:
@@ -77,8 +79,9 @@ def disfluent(text: str, rng: random.Random, strength: float = 1.0) -> str:
     Per word, with probabilities scaled by ``strength``: swapped with its neighbour, dropped, repeated, spliced
     with another word of the same text at a random cut (``"scheduled"`` + ``"various"`` -> ``"schedurious"``),
     or given a stray quote, bracket or punctuation mark; the text may also start mid-sentence and stop mid-word,
-    as a continuation cut at ``max_new_tokens`` does. Line breaks are kept. Every class gets the same treatment, so a classifier trained
-    on such copies must judge style by what is left (vocabulary, spelling, diction), not by fluency.
+    as a continuation cut at ``max_new_tokens`` does. Line breaks are kept. Every class gets the same treatment,
+    so a classifier trained on such copies must judge style by what is left (vocabulary, spelling, diction), not
+    by fluency. ``strength`` 0 returns the text unchanged.
     """
     lines = [line.split() for line in text.split("\n")]
     pool = [w for words in lines for w in words] or [""]
@@ -86,21 +89,21 @@ def disfluent(text: str, rng: random.Random, strength: float = 1.0) -> str:
     for words in lines:
         i = 0
         while i + 1 < len(words):  # local word-order noise
-            if rng.random() < 0.15 * strength:
+            if rng.random() < _SWAP * strength:
                 words[i], words[i + 1] = words[i + 1], words[i]
                 i += 1
             i += 1
         out: list[str] = []
         for word in words:
             r = rng.random() / strength if strength > 0 else 1.0
-            if r < 0.06:
+            if r < _DROP:
                 continue  # dropped
-            if r < 0.09:
+            if r < _REPEAT:
                 out.append(word)  # repeated
-            elif r < 0.21 and len(word) > 2:
+            elif r < _SPLICE and len(word) > 2:
                 other = rng.choice(pool)
                 word = word[: rng.randint(1, len(word) - 1)] + other[rng.randint(0, max(0, len(other) - 1)) :]
-            elif r < 0.27:
+            elif r < _MARK:
                 mark = rng.choice(_STRAY)
                 word = mark + word if rng.random() < 0.5 else word + mark
             out.append(word)
