@@ -42,6 +42,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--min-new-tokens", type=int, default=20,
                    help="At least this many tokens: a Shakespeare adapter often ends a modern question at once.")
     p.add_argument("--grid", default="0,0.25,0.5,0.75,1", help="Weights of the Shakespeare adapter.")
+    p.add_argument("--greedy", action="store_true", help="Greedy decoding instead of seeded sampling (T 0.8, top-p 0.95).")
     p.add_argument("--combination", default="cat", help="peft combination type of the blends.")
     p.add_argument("--threads", type=int, default=1, help="torch threads.")
     return p.parse_args()
@@ -169,7 +170,7 @@ def main() -> None:
         base, adapters, classifier=classifier, prompts=load_prompts()[: args.prompts], heldout=heldout,
         generic_texts=generic_heldout, grid=[float(w) for w in args.grid.split(",")],
         combination_type=args.combination, max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
-        out_dir=out / "sweep",
+        do_sample=not args.greedy, out_dir=out / "sweep",
     )
     sweep_seconds = time.perf_counter() - sweep_start
     print()

@@ -137,6 +137,7 @@ def blend(
     grid: str = typer.Option("0,0.25,0.5,0.75,1", help="--sweep: weights of the first adapter, comma-separated."),
     max_new_tokens: int = typer.Option(48, help="--sweep: tokens generated per prompt."),
     min_new_tokens: Optional[int] = typer.Option(None, help="--sweep: generate at least this many tokens per prompt."),
+    greedy: bool = typer.Option(False, "--greedy", help="--sweep: greedy decoding instead of seeded sampling (T 0.8, top-p 0.95)."),
 ) -> None:
     """Blend style adapters with weights (peft add_weighted_adapter) into a new adapter folder, or sweep two."""
     adapters = _name_value_pairs("--adapter", adapter)
@@ -157,7 +158,7 @@ def blend(
         result = blend_sweep(
             base, adapters, classifier=classifier, prompts=load_prompts(prompts), heldout=heldout_texts,
             generic_texts=generic_texts, out_dir=out, grid=weights, combination_type=combination or "cat",
-            density=density, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+            density=density, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=not greedy,
         )
         typer.echo(sweep_table(result))
         typer.echo(f"sweep written to {out / SWEEP_JSON} and {out / SWEEP_PLOT}")

@@ -94,7 +94,8 @@ def test_sweep_ends_are_the_adapters_themselves(tiny_base, adapters, texts, swep
     by_weight = {row["weight"]: row for row in result["rows"]}
     for w, name in ((1.0, "a"), (0.0, "b")):
         model = _one_adapter(tiny_base, adapters[name])
-        direct = generate(model, tok, PROMPTS, max_new_tokens=8, batch_size=2)
+        direct = generate(model, tok, PROMPTS, max_new_tokens=8, batch_size=2, do_sample=True, temperature=0.8,
+                          top_p=0.95, seed=0)  # the sweep's default decoding: seeded sampling
         assert by_weight[w]["generations"] == direct, name
         with torch.inference_mode():
             ppl = math.exp(heldout_loss(model, tok, texts[name], batch_size=1))

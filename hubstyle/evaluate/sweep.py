@@ -42,6 +42,9 @@ def blend_sweep(
     density: float | None = None,
     max_new_tokens: int = 48,
     min_new_tokens: int | None = None,
+    do_sample: bool = True,
+    temperature: float = 0.8,
+    top_p: float = 0.95,
     batch_size: int = 16,
     block_size: int = 256,
     seed: int = 0,
@@ -54,7 +57,9 @@ def blend_sweep(
     both labels; ``heldout`` maps style labels (at least A's and B's) to held-out texts. Rows come in ``grid``
     order: ``{"weight", "per_class": {label: {"rate", "low", "high"}}, "perplexity": {label: ppl, "generic": ppl},
     "generations", "n_empty"}`` (``n_empty`` counts continuations that are empty text: the model ended at once,
-    which ``min_new_tokens`` prevents). ``blend_sweep.json`` and ``blend_sweep.png`` are written into ``out_dir``.
+    which ``min_new_tokens`` prevents). Decoding defaults to the style evaluation's seeded sampling (T 0.8,
+    top-p 0.95): greedy continuations of small models loop on one phrase ("And thee, and thee, ..."), which says
+    little about style. ``blend_sweep.json`` and ``blend_sweep.png`` are written into ``out_dir``.
     """
     from tqdm.auto import tqdm
 
@@ -77,7 +82,9 @@ def blend_sweep(
         raise HubstyleError("the sweep grid is empty; give weights such as 0, 0.25, 0.5, 0.75, 1")
     clf = _classifier(classifier)
     check_labels(clf, names)
-    decoding = decoding_settings(max_new_tokens=max_new_tokens, do_sample=False, temperature=1.0, top_p=1.0, seed=seed)
+    decoding = decoding_settings(
+        max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed
+    )
     decoding["min_new_tokens"] = int(min_new_tokens or 0)
 
     tokenizer = load_tokenizer(base)
@@ -90,8 +97,8 @@ def blend_sweep(
     for w in tqdm(weights, desc=f"blend sweep {names[0]} | {names[1]}", disable=quiet(), dynamic_ncols=True):
         blend_for_weight(model, (names[0], names[1]), w, combination_type, density=density)
         generations = generate(
-            model, tokenizer, prompts, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=False,
-            seed=seed, batch_size=batch_size, bf16=bf16,
+            model, tokenizer, prompts, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+            do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size, bf16=bf16,
         )
         predicted = clf.predict(generations, batch_size=32)
         per_class = {}
