@@ -279,7 +279,7 @@ def _classifier_robustness(report: Mapping[str, Any]) -> str:
     parts = []
     if augment:
         parts.append(
-            f"{augment:.0%} of the training passages were also given as disfluent copies (words swapped, dropped, "
+            f"The count includes disfluent copies of {augment:.0%} of the clean passages (words swapped, dropped, "
             "repeated or spliced, stray punctuation, cut mid-word), with the same label, so that a small model's "
             "word salad is judged by its vocabulary and spelling, not taken for archaic style because it is disfluent."
         )

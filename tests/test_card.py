@@ -236,7 +236,7 @@ def test_every_card_round_trips_through_model_card_load(tmp_path):
         "text-classification", "transformers", "sentence-transformers/all-MiniLM-L6-v2")
     assert {(r.metric_type, r.metric_value) for r in clf.eval_results} == {("accuracy", 0.9725), ("f1", 0.9724)}
     assert "| shakespeare | 8 | 192 |" in cards["classifier"].text
-    assert "100% of the training passages were also given as disfluent copies" in cards["classifier"].text
+    assert "The count includes disfluent copies of 100% of the clean passages" in cards["classifier"].text
     assert "On disfluent copies of the held-out passages: accuracy 0.955, macro-F1 0.955." in cards["classifier"].text
 
     base = cards["base"].data
