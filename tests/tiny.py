@@ -31,7 +31,10 @@ def make_tiny_base(out: Path, *, seed: int = 0, vocab_size: int = 512, n_layer: 
 
 
 def toy_run_config(out: Path, prompts: Path):
-    """Return a RunConfig of the whole pipeline at toy scale (tiny base, 8 LoRA steps, 24 passages a class)."""
+    """Return a RunConfig of the whole pipeline at toy scale (tiny base, 8 LoRA steps, 24 passages a class).
+
+    Writes its three evaluation prompts to ``prompts`` (the config names that file).
+    """
     from hubstyle.config import ClassifierConfig, EvaluationConfig, PretrainConfig, RunConfig, TrainingConfig
 
     prompts.write_text("Tell me about the weather\nWhat is for dinner tonight\nThe train was late again\n")

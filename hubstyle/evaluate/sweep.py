@@ -83,9 +83,9 @@ def blend_sweep(
     clf = _classifier(classifier)
     check_labels(clf, names)
     decoding = decoding_settings(
-        max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed
+        max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=do_sample, temperature=temperature,
+        top_p=top_p, seed=seed,
     )
-    decoding["min_new_tokens"] = int(min_new_tokens or 0)
 
     tokenizer = load_tokenizer(base)
     model = load_adapters(load_base(base), dict(adapters))
@@ -96,10 +96,7 @@ def blend_sweep(
     rows = []
     for w in tqdm(weights, desc=f"blend sweep {names[0]} | {names[1]}", disable=quiet(), dynamic_ncols=True):
         blend_for_weight(model, (names[0], names[1]), w, combination_type, density=density)
-        generations = generate(
-            model, tokenizer, prompts, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-            do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size, bf16=bf16,
-        )
+        generations = generate(model, tokenizer, prompts, **decoding, batch_size=batch_size, bf16=bf16)
         predicted = clf.predict(generations, batch_size=32)
         per_class = {}
         for label in clf.labels:
