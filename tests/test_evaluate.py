@@ -222,6 +222,10 @@ def test_compare_style_rates_section_and_plot(tmp_path):
     assert (tmp_path / "eval" / "style_rate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(HubstyleError, match="2 base and 1 tuned"):
         compare_style_rates(KeywordClassifier(), ["a", "b"], ["c"], "shakespeare", decoding=decoding)
+    with pytest.raises(HubstyleError, match="got 1 prompts for 2 generations"):
+        compare_style_rates(KeywordClassifier(), ["a", "b"], ["c", "d"], "shakespeare", decoding=decoding,
+                            prompts=["p1"], generations_path=tmp_path / "bad" / "generations.jsonl")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_unknown_target_style_is_an_error():

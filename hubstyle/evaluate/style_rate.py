@@ -71,8 +71,11 @@ def compare_style_rates(
         )
     if not base_texts:
         raise HubstyleError("no generations to classify; the style rate needs at least one prompt")
-    labels = classifier.predict(base_texts + tuned_texts, batch_size=batch_size)
     n = len(base_texts)
+    prompts = list(prompts) if prompts is not None else [None] * n
+    if len(prompts) != n:  # checked before any work is done
+        raise HubstyleError(f"got {len(prompts)} prompts for {n} generations; give one prompt per generation")
+    labels = classifier.predict(base_texts + tuned_texts, batch_size=batch_size)
     section = {
         "target": target,
         "n_prompts": n,
@@ -83,9 +86,6 @@ def compare_style_rates(
     if plot_path is not None:
         plot_style_rate(section, Path(plot_path))
     if generations_path is not None:
-        prompts = list(prompts) if prompts is not None else [None] * n
-        if len(prompts) != n:
-            raise HubstyleError(f"got {len(prompts)} prompts for {n} generations; give one prompt per generation")
         rows = [
             {"prompt": p, "base": b, "base_label": bl, "tuned": t, "tuned_label": tl}
             for p, b, bl, t, tl in zip(prompts, base_texts, labels[:n], tuned_texts, labels[n:])
