@@ -6,13 +6,15 @@ A fact a section needs but the run did not record is a one-line ``HubstyleError`
 section quietly. Only sections that are optional by nature (the pretraining of a local base, a blend sweep, extra
 evaluation plots) are left out when their facts are absent.
 
-Nothing here reads the clock or the file system (except the templates), so the same facts give the same bytes.
+Nothing here reads the clock or the file system (except the templates, and whether a repo id is an existing
+folder), so the same facts give the same bytes.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +42,9 @@ _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 class RepoIds:
     """The Hub repos one run publishes to, and how they are labelled (license, language, training datasets).
 
-    ``base`` is the base model's repo id: the repo hubstyle publishes a locally pretrained base to, or the Hub id
-    the run started from. ``None`` means "the run's base is already a Hub id; use that" (see ``with_base``).
+    ``base`` is the base model's repo id: the repo hubstyle publishes a locally pretrained base to ('namespace/name'),
+    or the Hub id the run started from (any Hub id, e.g. 'gpt2'). ``None`` means "the run's base is already a Hub
+    id; use that" (see ``with_base``). The other repos are created by hubstyle, so they need 'namespace/name'.
     """
 
     adapter: str
@@ -54,10 +57,10 @@ class RepoIds:
     datasets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for role in ("adapter", "merged", "classifier", "space", "base"):
-            value = getattr(self, role)
-            if value is not None:
-                check_repo_id(value, f"RepoIds.{role}")
+        for role in ("adapter", "merged", "classifier", "space"):
+            check_repo_id(getattr(self, role), f"RepoIds.{role}")
+        if self.base is not None:  # may name a model hubstyle did not make, e.g. the legacy Hub id 'gpt2'
+            check_repo_id(self.base, "RepoIds.base", namespace_required=False)
         for role in ("license", "language"):
             if not getattr(self, role):
                 raise HubstyleError(f"RepoIds.{role} is empty; give e.g. license='mit', language='en'")
@@ -71,18 +74,32 @@ class RepoIds:
         return replace(self, base=base)
 
 
-def check_repo_id(repo_id: str, what: str = "repo id") -> str:
-    """Return ``repo_id`` after checking it is a Hub 'namespace/name' id and not a local path."""
+def check_repo_id(repo_id: str, what: str = "repo id", *, namespace_required: bool = True) -> str:
+    """Return ``repo_id`` after checking it is a Hub model id and not a local path.
+
+    Repos hubstyle creates need 'namespace/name'. A base model may be any Hub id, including the legacy ones
+    without a namespace ('gpt2', 't5-small'): pass ``namespace_required=False`` for those.
+    """
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     text = str(repo_id)
-    if text.startswith((".", "/", "~")) or text.count("/") != 1:
-        raise HubstyleError(f"{what} '{text}' is not a Hub repo id; use 'namespace/name' (e.g. 'alice/shakespeare')")
+    form = "'namespace/name' (e.g. 'alice/shakespeare')" if namespace_required else "'name' or 'namespace/name'"
+    if _is_local_path(text):
+        raise HubstyleError(f"{what} '{text}' is not a Hub repo id but a local path; push it, then use its id: {form}")
+    if text.count("/") > 1 or (namespace_required and text.count("/") != 1):
+        raise HubstyleError(f"{what} '{text}' is not a Hub repo id; use {form}")
     try:
         validate_repo_id(text)
     except HFValidationError as err:
         raise HubstyleError(f"{what} '{text}' is not a valid Hub repo id: {str(err).splitlines()[0]}") from None
     return text
+
+
+def _is_local_path(text: str) -> bool:
+    # 'alice/model' could be both an id and a folder below the working directory; an existing folder wins, as
+    # it does for from_pretrained. A bare name is always an id: 'gpt2' must not depend on the working directory.
+    seps = tuple(sep for sep in (os.sep, os.altsep) if sep)
+    return text.startswith((".", "/", "~")) or (any(sep in text for sep in seps) and Path(text).exists())
 
 
 # --------------------------------------------------------------------------------------------------- facts
@@ -299,7 +316,7 @@ def base_card(metrics: Mapping[str, Any], ids: RepoIds, model_config: Mapping[st
     from hubstyle.pretrain import PRETRAIN_REPORT
 
     f = _Facts(metrics, "base")
-    repo = _base_id(ids)
+    repo = _base_id(ids, published_here=True)
     model_name = repo.split("/")[-1]
     pre = _pretrain(f, ids, required=True)
     corpus = (f.metrics.get("pretrain") or {}).get("corpus")  # optional in hubstyle.metrics/1
@@ -394,13 +411,14 @@ _ARCHITECTURE_KEYS = (
 )
 
 
-def _base_id(ids: RepoIds) -> str:
+def _base_id(ids: RepoIds, *, published_here: bool = False) -> str:
+    """Return the base model's Hub id; one hubstyle publishes itself (the pretrained base) needs a namespace."""
     if ids.base is None:
         raise HubstyleError(
             "RepoIds.base is None; set it to the base model's Hub repo id (build_publish_folders fills it from the "
             "run when the base is already on the Hub)"
         )
-    return check_repo_id(ids.base, "base model")
+    return check_repo_id(ids.base, "base model", namespace_required=published_here)
 
 
 def _common(f: _Facts, ids: RepoIds, style: str) -> dict[str, Any]:
@@ -733,6 +751,6 @@ def _plot_title(path: str) -> str:
 
 def _hub_id_or_none(name: str) -> str | None:
     try:
-        return check_repo_id(name)
+        return check_repo_id(name, namespace_required=False)  # a backbone may be e.g. 'distilbert-base-uncased'
     except HubstyleError:
         return None

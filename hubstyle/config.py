@@ -14,6 +14,10 @@ from hubstyle.errors import HubstyleError
 
 TRAINING_METHODS = ("lora", "qlora", "full", "freeze_attention")
 QUANTIZATIONS = ("4bit", "8bit")
+BASE_DTYPES = ("auto", "float32", "bfloat16")
+CORPUS_FORMATS = ("auto", "text", "messages", "prompt_completion")
+DIALOGUE_RENDERS = ("chat", "text")
+CHAT_TEMPLATES = ("auto", "model", "plain")
 
 
 @dataclass
@@ -24,6 +28,10 @@ class CorpusConfig:
     name: str | None = None  # style label; defaults to the source's name
     column: str | None = None  # text column for csv/jsonl/HF datasets
     split: str = "train"  # HF dataset split
+    format: str = "auto"  # auto | text | messages | prompt_completion (auto: a .jsonl's first row decides)
+
+    def __post_init__(self) -> None:
+        _check_choice("corpora[].format", self.format, CORPUS_FORMATS)
 
     @property
     def label(self) -> str:
@@ -35,12 +43,33 @@ class CorpusConfig:
 class DialogueConfig:
     """Turn a `Name: line` script into one speaker's samples with the previous rounds as context."""
 
-    speaker: str | None = None  # None: train on the whole text, not on dialogue samples
+    speaker: str | None = None  # None: the whole text (or, with render: chat, every speech answering the one before)
     rounds: int = 5
     keep_narration: bool = False
+    render: str | None = None  # chat | text; None: chat when a speaker is set, else the text is used as it is
 
     def __post_init__(self) -> None:
         _check_range("dialogue.rounds", self.rounds, low=0)
+        if self.render is not None:
+            _check_choice("dialogue.render", self.render, DIALOGUE_RENDERS)
+        if self.render == "text" and not self.speaker:
+            raise HubstyleError("dialogue.render 'text' needs dialogue.speaker; use render: chat for a whole play")
+
+    @property
+    def mode(self) -> str | None:
+        """Return 'chat', 'text' or None (no dialogue extraction)."""
+        return self.render or ("chat" if self.speaker else None)
+
+
+@dataclass
+class ChatConfig:
+    """How conversations become training text: which template, and where the loss is taken."""
+
+    template: str = "auto"  # auto: the base's chat template, else plain `Name: line` | model: the template only | plain
+    assistant_only_loss: bool = True  # loss on the assistant's tokens only (context and prompts masked)
+
+    def __post_init__(self) -> None:
+        _check_choice("chat.template", self.template, CHAT_TEMPLATES)
 
 
 @dataclass
@@ -92,9 +121,22 @@ class TrainingConfig:
     checkpoint_every: int = 200
     eval_every: int = 100
     bf16: bool = True  # bf16 autocast where the hardware supports it
+    base_dtype: str = "auto"  # frozen weights: auto = bfloat16 for lora where bf16 is fast, else float32
+    gradient_accumulation: int = 1  # split each batch of batch_size into this many micro-batches (same update)
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more time
 
     def __post_init__(self) -> None:
         _check_choice("training.method", self.method, TRAINING_METHODS)
+        _check_choice("training.base_dtype", self.base_dtype, BASE_DTYPES)
+        _check_range("training.gradient_accumulation", self.gradient_accumulation, low=1)
+        if self.gradient_accumulation > self.batch_size:
+            raise HubstyleError(
+                f"training.gradient_accumulation={self.gradient_accumulation} is larger than training.batch_size="
+                f"{self.batch_size}; each micro-batch needs at least one sequence"
+            )
+        if self.base_dtype == "bfloat16" and self.method in ("full", "freeze_attention"):
+            raise HubstyleError(f"training.base_dtype 'bfloat16' is for adapters; method '{self.method}' trains the "
+                                "base weights, which need float32 (bf16 autocast still applies)")
         if self.quantization is not None:
             _check_choice("training.quantization", self.quantization, QUANTIZATIONS)
         if self.method == "qlora" and self.quantization is None:
@@ -191,6 +233,7 @@ class RunConfig:
     corpora: list[CorpusConfig] = field(default_factory=lambda: [CorpusConfig()])
     generic_corpus: str = "wikitext"  # modern English: forgetting is measured on it
     dialogue: DialogueConfig = field(default_factory=DialogueConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
     mix: MixConfig = field(default_factory=MixConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)

@@ -6,7 +6,15 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from hubstyle.config import RunConfig, SplitConfig
-from hubstyle.data import Splits, balance_by_tokens, extract_dialogue, load_corpus, split_blocks
+from hubstyle.data import (
+    Conversation,
+    Splits,
+    balance_by_tokens,
+    dialogue_conversations,
+    extract_dialogue,
+    load_corpus,
+    split_blocks,
+)
 from hubstyle.errors import HubstyleError
 
 
@@ -19,9 +27,13 @@ class StyleData:
     token_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     mix_report: dict | None = None
 
-    def all_train_texts(self) -> list[str]:
-        """Return every style's (balanced) training texts in one list."""
+    def all_train_texts(self) -> list[str | Conversation]:
+        """Return every style's (balanced) training samples in one list."""
         return [t for texts in self.train_texts.values() for t in texts]
+
+    def is_chat(self) -> bool:
+        """Return whether the samples are conversations (trained on the assistant's tokens)."""
+        return any(isinstance(t, Conversation) for texts in self.train_texts.values() for t in texts)
 
     def heldout(self, split: str = "test") -> dict[str, list[str]]:
         """Return each style's held-out blocks of `split` ('validation' or 'test')."""
@@ -41,23 +53,39 @@ def generic_splits(source: str, seed: int = 0, n_segments: int = SplitConfig().s
                         n_segments=n_segments)
 
 
-def style_blocks(cfg: RunConfig) -> dict[str, list[str]]:
-    """Return each configured corpus's blocks (dialogue samples when a speaker is set), keyed by style label."""
-    out: dict[str, list[str]] = {}
+def style_blocks(cfg: RunConfig) -> dict[str, list[str | Conversation]]:
+    """Return each configured corpus's samples, keyed by style label: its blocks, chat rows, or dialogue samples
+    (conversations when ``dialogue.mode`` is 'chat', `Name: line` context + response texts when 'text')."""
+    out: dict[str, list[str | Conversation]] = {}
+    mode = cfg.dialogue.mode
     for corpus_cfg in cfg.corpora:
-        corpus = load_corpus(corpus_cfg.source, name=corpus_cfg.label, column=corpus_cfg.column, split=corpus_cfg.split)
-        if cfg.dialogue.speaker:
-            samples = extract_dialogue(
-                corpus.text(), cfg.dialogue.speaker, rounds=cfg.dialogue.rounds, keep_narration=cfg.dialogue.keep_narration
+        corpus = load_corpus(corpus_cfg.source, name=corpus_cfg.label, column=corpus_cfg.column, split=corpus_cfg.split,
+                             format=corpus_cfg.format)
+        is_chat = any(isinstance(b, Conversation) for b in corpus.blocks)
+        if mode and is_chat:
+            raise HubstyleError(
+                f"corpus {corpus_cfg.source!r} is already chat samples; dialogue extraction is for scripts: "
+                "remove the dialogue section or give a script"
             )
+        d = cfg.dialogue
+        if mode == "chat":
+            out[corpus_cfg.label] = dialogue_conversations(corpus.text(), d.speaker, d.rounds, d.keep_narration)
+        elif mode == "text":
+            samples = extract_dialogue(corpus.text(), d.speaker, rounds=d.rounds, keep_narration=d.keep_narration)
             out[corpus_cfg.label] = [s.text() for s in samples]
         else:
             out[corpus_cfg.label] = corpus.blocks
     return out
 
 
+def sample_text(item: str | Conversation) -> str:
+    """Return the text a sample shows of its style: plain text, or a conversation's trained assistant turns."""
+    return item.assistant_text() if isinstance(item, Conversation) else item
+
+
 def build_style_data(
-    cfg: RunConfig, count_tokens: Callable[[str], int], blocks: dict[str, list[str]] | None = None
+    cfg: RunConfig, count_tokens: Callable[[str | Conversation], int],
+    blocks: dict[str, list[str | Conversation]] | None = None,
 ) -> StyleData:
     """Return the run's StyleData: split every style by contiguous segments, then balance train splits by tokens.
 

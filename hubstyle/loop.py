@@ -7,6 +7,7 @@ places the model and wraps it for multi-process runs (`accelerate launch -m hubs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -18,8 +19,10 @@ from typing import Callable
 
 import torch
 
+from hubstyle.chat import IGNORE_INDEX
 from hubstyle.errors import HubstyleError
 from hubstyle.models import autocast, bf16_supported
+from hubstyle.packing import Blocks, as_blocks
 
 CHECKPOINT_PREFIX = "step-"
 
@@ -39,6 +42,7 @@ class LoopSettings:
     checkpoint_every: int | None = None
     eval_every: int | None = None
     time_budget_s: float | None = None
+    gradient_accumulation: int = 1  # micro-batches per step: same update, less activation memory
     desc: str = "training"
 
 
@@ -92,9 +96,54 @@ def batch_order(n_blocks: int, batch_size: int, step: int, seed: int) -> torch.T
     return chosen
 
 
+def _unwrap(model):
+    """Return the transformers model inside a peft / accelerate wrapper."""
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _head_and_backbone(model):
+    """Return (backbone, output head) when logits can be taken on chosen positions only, else None."""
+    inner = _unwrap(model)
+    config = inner.config
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        return None  # the head does more than a matmul: use the model's own forward
+    backbone = getattr(inner, getattr(inner, "base_model_prefix", ""), None)
+    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+    if backbone is None or head is None or backbone is inner:
+        return None
+    return backbone, head
+
+
+def token_loss_sum(model, batch: Blocks) -> tuple[torch.Tensor, int]:
+    """Return (summed next-token NLL over the trained positions, their count) of one batch.
+
+    Logits are computed only where a label is kept: on chat data most positions are context, and the vocabulary
+    projection and its softmax are the largest single cost of a small model's step.
+    """
+    targets = batch.labels[:, 1:]
+    keep = targets != IGNORE_INDEX
+    count = int(keep.sum())
+    kwargs = {"input_ids": batch.input_ids, "use_cache": False}
+    if batch.position_ids is not None:
+        kwargs["position_ids"] = batch.position_ids  # no attention mask: transformers reads sample boundaries here
+    else:
+        kwargs["attention_mask"] = torch.ones_like(batch.input_ids)
+    parts = _head_and_backbone(model)
+    if parts is None:
+        logits = model(**kwargs).logits[:, :-1][keep]
+    else:
+        backbone, head = parts
+        hidden = backbone(**kwargs).last_hidden_state[:, :-1][keep]
+        logits = head(hidden)
+    loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
+    return loss, count
+
+
 @torch.no_grad()
-def mean_nll(model, blocks: torch.Tensor, *, batch_size: int = 8, bf16: bool = False) -> float:
-    """Return the mean next-token negative log-likelihood (nats/token) of `model` over packed `blocks`."""
+def mean_nll(model, blocks: Blocks | torch.Tensor, *, batch_size: int = 8, bf16: bool = False) -> float:
+    """Return the mean next-token negative log-likelihood (nats/token) of `model` over the trained positions."""
+    blocks = as_blocks(blocks)
     was_training = model.training
     model.eval()
     dev = next(p.device for p in model.parameters())
@@ -102,21 +151,21 @@ def mean_nll(model, blocks: torch.Tensor, *, batch_size: int = 8, bf16: bool = F
     for start in range(0, len(blocks), batch_size):
         batch = blocks[start : start + batch_size].to(dev)
         with autocast(bf16, dev):
-            logits = model(input_ids=batch, attention_mask=torch.ones_like(batch)).logits
-        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        nll = -logp.gather(-1, batch[:, 1:, None]).squeeze(-1)
-        total += nll.sum().item()
-        count += nll.numel()
+            loss, n = token_loss_sum(model, batch)
+        total += loss.item()
+        count += n
     model.train(was_training)
+    if count == 0:
+        raise HubstyleError("no position carries a label in these blocks; nothing to score")
     return total / count
 
 
 def train_loop(
     model,
-    train_blocks: torch.Tensor,
+    train_blocks: Blocks | torch.Tensor,
     settings: LoopSettings,
     *,
-    val_blocks: torch.Tensor | None = None,
+    val_blocks: Blocks | torch.Tensor | None = None,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     on_checkpoint: Callable[[Path], None] | None = None,
@@ -127,6 +176,8 @@ def train_loop(
 
     accelerator = Accelerator()
     torch.manual_seed(settings.seed)
+    train_blocks = as_blocks(train_blocks)
+    val_blocks = as_blocks(val_blocks) if val_blocks is not None else None
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise HubstyleError("the model has no trainable parameters; check the training method")
@@ -148,7 +199,8 @@ def train_loop(
         start_step, history, seconds_before = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer)
 
     world, rank = accelerator.num_processes, accelerator.process_index
-    tokens_per_step = settings.batch_size * train_blocks.shape[1]
+    tokens_before = history[-1]["tokens"] if history else 0
+    tokens_seen = tokens_before
     model.train()
     t0 = time.perf_counter()
     bar = tqdm(
@@ -164,17 +216,29 @@ def train_loop(
         lr = lr_at(step, settings, budget_share)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        idx = batch_order(len(train_blocks), settings.batch_size, step, settings.seed)[rank::world]
-        batch = train_blocks[idx].to(accelerator.device)
-        with autocast(use_bf16, accelerator.device):
-            loss = model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
-        accelerator.backward(loss)
+        idx = batch_order(len(train_blocks), settings.batch_size, step, settings.seed)
+        step_batch = train_blocks[idx]
+        # Every rank sees the same global batch, so each knows the step's trained-token count without talking: the
+        # loss is summed over tokens and divided by it once, which makes micro-batches and ranks add up to exactly
+        # one large batch (DDP averages gradients over ranks, hence the factor `world`).
+        scale = world / max(1, step_batch.trained_tokens())
+        mine = torch.arange(len(idx))[rank::world]
+        loss_sum = torch.zeros((), device=accelerator.device)
+        for micro in mine.tensor_split(min(settings.gradient_accumulation, max(1, len(mine)))):
+            batch = step_batch[micro].to(accelerator.device)
+            with accelerator.no_sync(model) if micro[-1] != mine[-1] else contextlib.nullcontext():
+                with autocast(use_bf16, accelerator.device):
+                    part, _ = token_loss_sum(model, batch)
+                accelerator.backward(part * scale)
+            loss_sum += part.detach()
+        loss = loss_sum * scale / world
+        tokens_seen += step_batch.real_tokens()
         if settings.grad_clip:
             accelerator.clip_grad_norm_(params, settings.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        loss_value = accelerator.reduce(loss.detach().float(), reduction="mean").item()
-        record = {"step": step + 1, "loss": loss_value, "lr": lr, "tokens": (step + 1) * tokens_per_step}
+        loss_value = accelerator.reduce(loss.float(), reduction="sum").item()
+        record = {"step": step + 1, "loss": loss_value, "lr": lr, "tokens": tokens_seen}
         done = step + 1
         if val_blocks is not None and settings.eval_every and (done % settings.eval_every == 0 or done == settings.max_steps):
             record["val_loss"] = mean_nll(model, val_blocks, batch_size=settings.batch_size, bf16=use_bf16)
@@ -196,9 +260,9 @@ def train_loop(
     val = mean_nll(model, val_blocks, batch_size=settings.batch_size, bf16=use_bf16) if val_blocks is not None else None
     return LoopResult(
         steps=steps_done,
-        tokens=steps_done * tokens_per_step,
+        tokens=tokens_seen,
         seconds=seconds,
-        tokens_per_second=(steps_done - start_step) * tokens_per_step / max(1e-9, time.perf_counter() - t0),
+        tokens_per_second=(tokens_seen - tokens_before) / max(1e-9, time.perf_counter() - t0),
         bf16=use_bf16,
         history=history,
         final_train_loss=loss_value,

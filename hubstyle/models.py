@@ -41,8 +41,43 @@ def autocast(enabled: bool, dev: torch.device | None = None) -> Iterator[None]:
         yield
 
 
+def context_length(model_or_config) -> int | None:
+    """Return how many positions a model (or its config) reads; None when the config does not say."""
+    config = getattr(model_or_config, "config", model_or_config)
+    for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_cutoff(path_or_id: str | os.PathLike, cutoff_len: int, key: str = "training.cutoff_len") -> int | None:
+    """Return the base's context length after checking ``cutoff_len`` fits in it (reads config.json only)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(_check_exists(path_or_id))
+    except OSError as err:
+        raise HubstyleError(f"base model '{path_or_id}' could not be found or read: {str(err).splitlines()[0]}") from None
+    limit = context_length(config)
+    if limit is not None and cutoff_len > limit:
+        raise HubstyleError(
+            f"'{key}' is {cutoff_len}, longer than the base model's context of {limit} tokens; set it to {limit} or less"
+        )
+    return limit
+
+
+def resolve_dtype(base_dtype: str, method: str) -> torch.dtype:
+    """Return the dtype frozen base weights are held in: bf16 for adapters where bf16 is fast, else fp32."""
+    if base_dtype == "bfloat16" or (base_dtype == "auto" and method == "lora" and bf16_supported()):
+        return torch.bfloat16
+    return torch.float32
+
+
 def _check_exists(path_or_id: str | os.PathLike) -> str:
-    text = str(path_or_id)
+    from hubstyle.bases import loadable_path
+
+    text = loadable_path(str(path_or_id))
     looks_local = text.startswith((".", "/", "~")) or os.sep in text and Path(text).parent.exists()
     if looks_local and not Path(text).expanduser().exists():
         raise HubstyleError(f"model folder '{text}' does not exist; check the path or give a Hub repo id")

@@ -10,13 +10,15 @@ from pathlib import Path
 
 from hubstyle.config import RunConfig
 from hubstyle.data import Splits, split_blocks
-from hubstyle.dataset import StyleData, build_style_data, generic_splits, style_blocks
+from hubstyle.dataset import StyleData, build_style_data, generic_splits, sample_text, style_blocks
+from hubstyle.chat import IGNORE_INDEX
 from hubstyle.errors import HubstyleError
 from hubstyle.layout import RunLayout
 from hubstyle.pretrain import PRETRAIN_REPORT, BigramBaseline, pretrain_base
+from hubstyle.bases import TINY_BASE, resolve_base
+from hubstyle.models import check_cutoff
 from hubstyle.train import TrainReport, train
 
-TINY_BASE = "tiny"
 METRICS_SCHEMA = "hubstyle.metrics/1"
 
 
@@ -36,15 +38,19 @@ def ensure_base(cfg: RunConfig, layout: RunLayout, log=print) -> tuple[str, dict
     return str(layout.base), report
 
 
-def heldout_losses(base: str, adapter: Path, texts: dict[str, list[str]], block_size: int) -> dict[str, dict[str, float]]:
-    """Return {part: {"base": loss, "tuned": loss}} on held-out texts, one model with the adapter toggled."""
+def heldout_losses(
+    base: str, adapter: Path, texts: dict[str, list], block_size: int, template: str = "auto"
+) -> dict[str, dict[str, float]]:
+    """Return {part: {"base": loss, "tuned": loss}} on held-out texts (conversations: the assistant's tokens), one
+    model with the adapter toggled."""
     from hubstyle.evaluate.perplexity import base_and_tuned_loss
     from hubstyle.models import load_adapters, load_base, load_tokenizer
 
     tokenizer = load_tokenizer(base)
     model = load_adapters(load_base(base), {"style": adapter})
     return {
-        part: base_and_tuned_loss(model, tokenizer, items, "style", block_size=block_size, what=f"held-out {part} text")
+        part: base_and_tuned_loss(model, tokenizer, items, "style", block_size=block_size, what=f"held-out {part} text",
+                                  template=template)
         for part, items in texts.items()
     }
 
@@ -61,8 +67,9 @@ def ensure_classifier(cfg: RunConfig, out_dir: Path, data: StyleData, generic: S
     other = cfg.classifier.other_label
     if other in data.splits:
         raise HubstyleError(f"a style is named '{other}', which is the generic class; set classifier.other_label")
-    train_texts = {**{label: s.train for label, s in data.splits.items()}, other: generic.train}
-    heldout = {**{label: s.test or s.validation for label, s in data.splits.items()}, other: generic.validation}
+    train_texts = {**{label: [sample_text(t) for t in s.train] for label, s in data.splits.items()}, other: generic.train}
+    heldout = {**{label: [sample_text(t) for t in s.test or s.validation] for label, s in data.splits.items()},
+               other: generic.validation}
     log(f"training the style classifier ({', '.join(train_texts)}) ...")
     report = train_classifier(
         train_texts, heldout, out_dir=out_dir, backbone=cfg.classifier.backbone,
@@ -74,14 +81,17 @@ def ensure_classifier(cfg: RunConfig, out_dir: Path, data: StyleData, generic: S
     return str(out_dir), report.as_dict()
 
 
-def bigram_loss(base: str, train_texts: list[str], test_texts: list[str], block_size: int) -> float:
-    """Return the held-out loss of a bigram model counted on the style's training split (same tokenizer)."""
+def bigram_loss(base: str, train_texts: list, test_texts: list, block_size: int, template: str = "auto") -> float:
+    """Return the held-out loss of a bigram model counted on the style's training split (same tokenizer, same
+    scored positions as the transformer: the assistant's tokens on chat data)."""
     from hubstyle.models import load_tokenizer
-    from hubstyle.packing import pack
+    from hubstyle.packing import build_blocks
 
     tokenizer = load_tokenizer(base)
-    model = BigramBaseline(len(tokenizer)).fit(pack(train_texts, tokenizer, block_size))
-    return model.mean_nll(pack(test_texts, tokenizer, block_size))
+    train = build_blocks(train_texts, tokenizer, block_size, template=template, what="style training text")
+    test = build_blocks(test_texts, tokenizer, block_size, template=template, what="held-out style text")
+    model = BigramBaseline(len(tokenizer)).fit(train.input_ids)
+    return model.mean_nll(test.input_ids, mask=test.labels[:, 1:] != IGNORE_INDEX)
 
 
 @dataclass
@@ -100,18 +110,24 @@ def run(cfg: RunConfig, *, resume: bool = False, log=print) -> RunResult:
     from hubstyle import __version__
 
     blocks = style_blocks(cfg)  # bad corpora and bases fail here, before anything is written
-    count_tokens = count_tokens_with(cfg.base_model) if cfg.base_model != TINY_BASE else None
+    resolved = resolve_base(cfg.base_model, log=log) if cfg.base_model != TINY_BASE else None
+    if resolved is not None:
+        check_cutoff(resolved.path, cfg.training.cutoff_len)
+    elif cfg.training.cutoff_len > cfg.pretrain.block_size:
+        raise HubstyleError(f"'training.cutoff_len' is {cfg.training.cutoff_len}, longer than the tiny base's context "
+                            f"(pretrain.block_size {cfg.pretrain.block_size}); lower it or raise pretrain.block_size")
+    count_tokens = count_tokens_with(resolved.path, cfg.chat.template) if resolved else None
     layout = RunLayout(cfg.out)
     layout.root.mkdir(parents=True, exist_ok=True)
     layout.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
-    base, pretrain_facts = ensure_base(cfg, layout, log)
-    data: StyleData = build_style_data(cfg, count_tokens or count_tokens_with(base), blocks)
+    base, pretrain_facts = ensure_base(cfg, layout, log) if resolved is None else (resolved.path, None)
+    data: StyleData = build_style_data(cfg, count_tokens or count_tokens_with(base, cfg.chat.template), blocks)
     for label, counts in data.token_counts.items():
         log(f"style '{label}': {counts['train']:,} train / {counts['validation']:,} validation / {counts['test']:,} test tokens")
     validation = [t for s in data.splits.values() for t in s.validation]
     out_dir = layout.adapter if cfg.training.method in ("lora", "qlora") else layout.model
     report = train(
-        base, data.all_train_texts(), validation, out_dir, cfg.training,
+        base, data.all_train_texts(), validation, out_dir, cfg.training, chat=cfg.chat,
         checkpoint_dir=layout.checkpoints, resume=resume,
         data_facts={"styles": data.token_counts, "mix": data.mix_report},
     )
@@ -122,7 +138,8 @@ def run(cfg: RunConfig, *, resume: bool = False, log=print) -> RunResult:
         "run": {
             "name": layout.root.resolve().name,
             "style": cfg.style,
-            "base_model": base,
+            "base_model": resolved.hub_id or resolved.path if resolved else base,
+            "base_weights": resolved.as_dict() if resolved else {"source": "tiny", "path": base},
             "hubstyle_version": __version__,
             "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         },
@@ -137,11 +154,12 @@ def run(cfg: RunConfig, *, resume: bool = False, log=print) -> RunResult:
         if cfg.evaluation.enabled:
             metrics.update(evaluate(cfg, layout, base, out_dir, data, style_test, generic, log))
         else:
-            losses = heldout_losses(base, out_dir, {"style": style_test, "generic": generic.validation}, cfg.training.cutoff_len)
+            losses = heldout_losses(base, out_dir, {"style": style_test, "generic": generic.validation},
+                                    cfg.training.cutoff_len, cfg.chat.template)
             metrics["heldout_loss"] = losses
             metrics["perplexity"] = {k: {m: math.exp(v) for m, v in d.items()} for k, d in losses.items()}
         metrics["heldout_loss"]["style"]["bigram"] = bigram_loss(
-            base, data.splits[cfg.style].train, style_test, cfg.training.cutoff_len
+            base, data.splits[cfg.style].train, style_test, cfg.training.cutoff_len, cfg.chat.template
         )
     write_metrics(layout, metrics)
     return RunResult(layout=layout, training=report, metrics=metrics)
@@ -163,18 +181,25 @@ def evaluate(
         prompts=load_prompts(ev.prompts), demo_prompts=load_demo_prompts(ev.demo_prompts),
         style_texts=style_test, generic_texts=generic.validation, target_style=cfg.style, out_dir=layout.evaluation,
         max_new_tokens=ev.max_new_tokens, do_sample=ev.do_sample, temperature=ev.temperature, top_p=ev.top_p,
-        seed=ev.seed, batch_size=ev.batch_size, block_size=cfg.training.cutoff_len,
+        seed=ev.seed, batch_size=ev.batch_size, block_size=cfg.training.cutoff_len, template=cfg.chat.template,
     )
     layout.demo_table.write_text(json.dumps(result.pop("demo_table"), indent=2), encoding="utf-8")
     return {**result, "classifier": classifier_report, "demo_table": layout.demo_table.name}
 
 
-def count_tokens_with(base: str):
-    """Return a function counting tokens with `base`'s tokenizer."""
+def count_tokens_with(base: str, template: str = "auto"):
+    """Return a function counting a sample's tokens with `base`'s tokenizer (a conversation as rendered)."""
+    from hubstyle.chat import encode
     from hubstyle.models import load_tokenizer
 
     tokenizer = load_tokenizer(base)
-    return lambda text: len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    def count(item) -> int:
+        if isinstance(item, str):
+            return len(tokenizer(item, add_special_tokens=False, verbose=False)["input_ids"])
+        return len(encode(item, tokenizer, template).ids)
+
+    return count
 
 
 def evaluate_adapter(cfg: RunConfig, adapter: str | Path, log=print) -> dict:

@@ -88,31 +88,80 @@ class PretrainReport:
 
 
 class BigramBaseline:
-    """A count-based bigram LM (interpolated with unigrams): the floor a transformer has to beat."""
+    """A count-based bigram LM (interpolated with unigrams): the floor a transformer has to beat.
+
+    Counts are sparse (only the bigrams seen), so memory is O(distinct bigrams + vocabulary) whatever the
+    vocabulary: a dense vocab x vocab table would be 19 GiB for GPT-2 and ~123 GiB for Llama-3.
+    """
 
     def __init__(self, vocab_size: int, interpolation: float = 0.9):
+        if vocab_size < 1:
+            raise HubstyleError(f"vocab_size must be at least 1, got {vocab_size}")
+        if not 0.0 <= interpolation <= 1.0:
+            raise HubstyleError(f"interpolation must be between 0 and 1 (weight of the bigram), got {interpolation}")
         self.vocab_size = vocab_size
         self.interpolation = interpolation
-        self.log_probs: torch.Tensor | None = None
+        self.pair_keys: torch.Tensor | None = None  # sorted prev * vocab_size + next of every bigram seen
+        self.pair_counts: torch.Tensor | None = None  # how often each of those bigrams was seen
+        self.row_counts: torch.Tensor | None = None  # [vocab] how often each token was followed by another
+        self.unigram: torch.Tensor | None = None  # [vocab] add-one smoothed unigram probabilities (float64)
 
     def fit(self, blocks: torch.Tensor) -> "BigramBaseline":
         """Return self after counting the bigrams inside each packed block."""
+        blocks = self._check(blocks, "fit")
         v = self.vocab_size
         prev, nxt = blocks[:, :-1].reshape(-1), blocks[:, 1:].reshape(-1)
-        counts = torch.bincount(prev * v + nxt, minlength=v * v).view(v, v).float()
-        unigram = (torch.bincount(blocks.reshape(-1), minlength=v).float() + 1.0)
-        unigram /= unigram.sum()
-        rows = counts.sum(1, keepdim=True)
-        bigram = torch.where(rows > 0, counts / rows.clamp(min=1), unigram)
-        lam = self.interpolation
-        self.log_probs = torch.log(lam * bigram + (1 - lam) * unigram)
+        self.pair_keys, self.pair_counts = torch.unique(prev * v + nxt, sorted=True, return_counts=True)
+        self.row_counts = torch.bincount(prev, minlength=v)
+        unigram = torch.bincount(blocks.reshape(-1), minlength=v).double() + 1.0
+        self.unigram = unigram / unigram.sum()
         return self
 
-    def mean_nll(self, blocks: torch.Tensor) -> float:
-        """Return the mean next-token NLL (nats/token) over the same positions a causal LM is scored on."""
-        if self.log_probs is None:
+    def mean_nll(self, blocks: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+        """Return the mean next-token NLL (nats/token) over the same positions a causal LM is scored on.
+
+        ``mask`` (bool, shape [n, block - 1]) keeps only the next tokens it marks, e.g. a chat's assistant tokens.
+        """
+        if self.pair_keys is None:
             raise HubstyleError("the bigram baseline must be fit before it is scored")
-        return float(-self.log_probs[blocks[:, :-1], blocks[:, 1:]].mean())
+        blocks = self._check(blocks, "mean_nll")
+        prev, nxt = blocks[:, :-1], blocks[:, 1:]
+        if mask is not None:
+            mask = torch.as_tensor(mask, device=blocks.device)
+            if mask.dtype != torch.bool or tuple(mask.shape) != tuple(prev.shape):
+                raise HubstyleError(
+                    f"mask must be a bool tensor of shape {tuple(prev.shape)} (one per next token), "
+                    f"got {mask.dtype} {tuple(mask.shape)}"
+                )
+            if not mask.any():
+                raise HubstyleError("mask selects no tokens; there is nothing to score")
+            prev, nxt = prev[mask], nxt[mask]
+        prev, nxt = prev.reshape(-1), nxt.reshape(-1)
+        keys = prev * self.vocab_size + nxt
+        at = torch.searchsorted(self.pair_keys, keys).clamp(max=self.pair_keys.numel() - 1)
+        pair = torch.where(self.pair_keys[at] == keys, self.pair_counts[at], 0).double()
+        rows = self.row_counts[prev].double()
+        unigram = self.unigram[nxt]
+        bigram = torch.where(rows > 0, pair / rows.clamp(min=1), unigram)  # an unseen context backs off fully
+        lam = self.interpolation
+        return float(-torch.log(lam * bigram + (1 - lam) * unigram).mean())
+
+    def _check(self, blocks: torch.Tensor, what: str) -> torch.Tensor:
+        blocks = torch.as_tensor(blocks)
+        if blocks.dim() != 2 or blocks.shape[0] < 1 or blocks.shape[1] < 2:
+            raise HubstyleError(
+                f"BigramBaseline.{what} needs [n, block] token ids, n >= 1 and block >= 2; got {tuple(blocks.shape)}"
+            )
+        if blocks.dtype.is_floating_point or blocks.dtype == torch.bool:
+            raise HubstyleError(f"BigramBaseline.{what} needs integer token ids, got {blocks.dtype}")
+        blocks = blocks.long()  # int64 keys: prev * vocab + next fits for vocabularies up to ~3e9
+        low, high = int(blocks.min()), int(blocks.max())
+        if low < 0 or high >= self.vocab_size:
+            raise HubstyleError(
+                f"BigramBaseline.{what}: token id {low if low < 0 else high} is outside the vocabulary "
+                f"(0..{self.vocab_size - 1}); build the baseline with the tokenizer's full length"
+            )
+        return blocks
 
 
 def pretrain_base(

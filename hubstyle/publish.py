@@ -84,8 +84,8 @@ def build_publish_folders(
     run_base = _run_fact(metrics, "run", "base_model")
     local_base = local_base_folder(layout, run_base)
     if local_base is None:
-        if ids.base is None:
-            ids = ids.with_base(check_repo_id(run_base, f"{layout.metrics} run.base_model"))
+        if ids.base is None:  # any Hub id, 'gpt2' included: hubstyle only points at it
+            ids = ids.with_base(check_repo_id(run_base, f"{layout.metrics} run.base_model", namespace_required=False))
         elif ids.base != run_base:
             raise HubstyleError(
                 f"RepoIds.base is '{ids.base}' but the run was trained on the Hub model '{run_base}'; the adapter must "
@@ -96,6 +96,8 @@ def build_publish_folders(
             f"the run's base '{run_base}' is a local folder; set RepoIds.base to the repo id it is published under "
             "(default_repo_ids(owner, name, base_is_local=True) does)"
         )
+    elif "base" in kinds:  # hubstyle creates that repo, so it needs its namespace; checked before building any
+        check_repo_id(ids.base, "RepoIds.base (the repo the run's local base is published to)")
     leaks = _local_strings(layout, run_base, local_base)
     replacements = _replacements(layout, run_base, local_base, ids.base)
     builders = {

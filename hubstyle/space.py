@@ -26,6 +26,7 @@ import torch  # noqa: E402
 from transformers import StoppingCriteria  # noqa: E402
 from transformers.generation.streamers import BaseStreamer  # noqa: E402
 
+from hubstyle.card import check_repo_id  # noqa: E402
 from hubstyle.errors import HubstyleError  # noqa: E402
 from hubstyle.models import BASE_ADAPTER_NAME, autocast, load_adapters, load_base, load_tokenizer  # noqa: E402
 
@@ -506,17 +507,6 @@ def pinned_requirements(packages: Sequence[str] = PINNED_PACKAGES) -> list[str]:
     return lines
 
 
-def _check_repo_id(repo: str, what: str) -> None:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(repo)
-    except HFValidationError as err:
-        raise HubstyleError(f"{what} '{repo}' is not a Hub repo id (owner/name); push it, then give its id") from err
-    if "/" not in repo:
-        raise HubstyleError(f"{what} '{repo}' needs its owner: write it as owner/{repo}")
-
-
 def _readme_body(title: str, base_repo: str, adapters: Mapping[str, str], demo_rows: Sequence[Mapping]) -> str:
     lines = [
         f"# {title}",
@@ -573,9 +563,9 @@ def build_space_folder(
 
     if not adapters:
         raise HubstyleError("a Space needs at least one adapter repo")
-    _check_repo_id(base_repo, "base model")
+    check_repo_id(base_repo, "base model", namespace_required=False)  # any Hub id, 'gpt2' included
     for name, repo in adapters.items():
-        _check_repo_id(repo, f"adapter '{name}'")
+        check_repo_id(repo, f"adapter '{name}'")
     if len(short_description) > SHORT_DESCRIPTION_MAX:
         raise HubstyleError(
             f"short_description is {len(short_description)} characters; the Hub takes at most {SHORT_DESCRIPTION_MAX}"

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import torch
 
-from hubstyle.config import TrainingConfig
+from hubstyle.config import ChatConfig, TrainingConfig
+from hubstyle.data.chat import Conversation
 from hubstyle.errors import HubstyleError
 from hubstyle.layout import LOSS_HISTORY, LOSS_PLOT, TRAINING_FACTS
 from hubstyle.loop import LoopSettings, train_loop
-from hubstyle.models import load_base, load_tokenizer
-from hubstyle.packing import pack
+from hubstyle.models import check_cutoff, load_base, load_tokenizer, resolve_dtype
+from hubstyle.packing import build_blocks
 from hubstyle.plots import plot_loss
 
 # LoRA targets per architecture: attention and MLP projections (style lives in both); others fall back to
@@ -51,6 +52,9 @@ class TrainReport:
     seconds: float
     tokens_per_second: float
     bf16: bool
+    base_dtype: str
+    trained_tokens: int  # tokens of the training set that carry the loss (the assistant's, on chat data)
+    chat_format: str | None  # 'model' (the base's chat template), 'plain' (`Name: line`), None: plain text
     final_train_loss: float | None
     final_val_loss: float | None
     hyperparameters: dict
@@ -96,8 +100,12 @@ def lora_config(training: TrainingConfig, targets: list[str] | str):
 
 def prepare_model(base_model: str, training: TrainingConfig):
     """Return (model, target_modules) ready to train with `training.method`."""
-    model = load_base(base_model, quantization=training.quantization)
+    dtype = resolve_dtype(training.base_dtype, training.method)
+    model = load_base(base_model, quantization=training.quantization, dtype=dtype)
     model.config.use_cache = False
+    if training.gradient_checkpointing:
+        # non-reentrant: works with frozen embeddings (LoRA) without forcing input grads
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(training.seed)  # adapter initialisation is part of what the seed reproduces
     method = training.method
     if method in ("lora", "qlora"):
@@ -105,7 +113,9 @@ def prepare_model(base_model: str, training: TrainingConfig):
 
         targets = target_modules_for(model, training.target_modules)
         if training.quantization:
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training.gradient_checkpointing,
+                                                    gradient_checkpointing_kwargs={"use_reentrant": False})
+        # peft keeps the LoRA weights in fp32 over bf16 frozen weights (autocast_adapter_dtype)
         return get_peft_model(model, lora_config(training, targets)), targets
     if method == "full":
         for p in model.parameters():
@@ -135,27 +145,38 @@ def loop_settings(training: TrainingConfig, steps: int, desc: str | None = None)
         seed=training.seed,
         checkpoint_every=training.checkpoint_every,
         eval_every=training.eval_every,
+        gradient_accumulation=training.gradient_accumulation,
         desc=desc or f"{training.method} training",
     )
 
 
 def train(
     base_model: str,
-    train_texts: list[str],
-    validation_texts: list[str],
+    train_texts: list[str | Conversation],
+    validation_texts: list[str | Conversation],
     out_dir: str | Path,
     training: TrainingConfig | None = None,
     *,
+    chat: ChatConfig | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     data_facts: dict | None = None,
 ) -> TrainReport:
-    """Return the TrainReport of training on `train_texts`; the adapter (or model) folder lands in `out_dir`."""
+    """Return the TrainReport of training on `train_texts` (plain texts or conversations); the adapter (or model)
+    folder lands in `out_dir`."""
+    from hubstyle.chat import chat_format
+
     training = training or TrainingConfig()
+    chat = chat or ChatConfig()
     out_dir = Path(out_dir)
+    check_cutoff(base_model, training.cutoff_len)
     tokenizer = load_tokenizer(base_model)
-    train_blocks = pack(train_texts, tokenizer, training.cutoff_len, what="training text")
-    val_blocks = pack(validation_texts, tokenizer, training.cutoff_len, what="validation text") if validation_texts else None
+    is_chat = any(isinstance(t, Conversation) for t in train_texts)
+    fmt = chat_format(tokenizer, chat.template) if is_chat else None
+    blocks_of = dict(tokenizer=tokenizer, block_size=training.cutoff_len, template=chat.template,
+                     assistant_only_loss=chat.assistant_only_loss)
+    train_blocks = build_blocks(train_texts, what="training text", **blocks_of)
+    val_blocks = build_blocks(validation_texts, what="validation text", **blocks_of) if validation_texts else None
     model, targets = prepare_model(base_model, training)
     steps = training.max_steps or max(1, round(training.epochs * len(train_blocks) / training.batch_size))
     settings = loop_settings(training, steps)
@@ -180,6 +201,9 @@ def train(
         seconds=result.seconds,
         tokens_per_second=result.tokens_per_second,
         bf16=result.bf16,
+        base_dtype=training.quantization or str(resolve_dtype(training.base_dtype, training.method)).removeprefix("torch."),
+        trained_tokens=train_blocks.trained_tokens(),
+        chat_format=fmt,
         final_train_loss=result.final_train_loss,
         final_val_loss=result.final_val_loss,
         hyperparameters=asdict(training),

@@ -991,6 +991,8 @@ def hub_env(hub_server: HubServer, monkeypatch, tmp_path_factory) -> Iterator[Hu
         if hasattr(constants, name):
             monkeypatch.setattr(constants, name, value)
     # The module-level HfApi behind huggingface_hub.list_repo_files & co. kept the import-time endpoint.
+    import huggingface_hub.hf_api  # lazily imported by huggingface_hub: make sure the attribute exists
+
     monkeypatch.setattr(huggingface_hub.hf_api.api, "endpoint", hub_server.url)
     for module, name, value in (
         ("huggingface_hub.utils._cache_manager", "HF_HUB_CACHE", str(hf_home / "hub")),

@@ -47,3 +47,35 @@ def toy_run_config(out: Path, prompts: Path):
         classifier=ClassifierConfig(max_per_class=24),
         evaluation=EvaluationConfig(prompts=str(prompts), demo_prompts=str(prompts), max_new_tokens=8),
     )
+
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def make_tiny_chat_base(out: Path, *, seed: int = 0, vocab_size: int = 512, n_layer: int = 2, hidden: int = 64) -> Path:
+    """Save a random-init tiny Llama with a ChatML template (SmolLM2's shape, in miniature) to ``out``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    text = sample_text()
+    tok = train_tokenizer([text[i : i + 2000] for i in range(0, len(text), 2000)], vocab_size=vocab_size)
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.bos_token, tok.eos_token, tok.pad_token = "<|im_start|>", "<|im_end|>", "<|im_end|>"
+    tok.chat_template = CHATML_TEMPLATE
+    tok.model_max_length = 256
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=n_layer,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

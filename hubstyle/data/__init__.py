@@ -8,6 +8,7 @@ from hubstyle.data.clean import (
     strip_gutenberg,
     wikitext_blocks,
 )
+from hubstyle.data.chat import Conversation, dialogue_conversations
 from hubstyle.data.dialogue import DialogueSample, Turn, extract_dialogue, parse_turns
 from hubstyle.data.mix import MixReport, StyleMix, balance_by_tokens
 from hubstyle.data.sources import (
@@ -26,6 +27,7 @@ from hubstyle.data.splits import Splits, split_blocks
 __all__ = [
     "NAMED_CORPORA",
     "Corpus",
+    "Conversation",
     "CorpusFile",
     "DialogueSample",
     "MixReport",
@@ -36,6 +38,7 @@ __all__ = [
     "balance_by_tokens",
     "data_dir",
     "detokenize_wikitext",
+    "dialogue_conversations",
     "download_cache_dir",
     "download_file",
     "extract_dialogue",

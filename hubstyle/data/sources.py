@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hubstyle.data.chat import CHAT_FORMATS, detect_chat_format, read_chat_jsonl
 from hubstyle.data.clean import milton_blocks, paragraph_blocks, shakespeare_blocks, wikitext_blocks
 from hubstyle.errors import HubstyleError
 
@@ -201,12 +202,15 @@ def _sha256(path: Path) -> str:
 # --- loading ------------------------------------------------------------------------------------------------------
 
 
-def load_corpus(source: str, *, name: str | None = None, column: str | None = None, split: str = "train") -> Corpus:
+def load_corpus(
+    source: str, *, name: str | None = None, column: str | None = None, split: str = "train", format: str = "auto"
+) -> Corpus:
     """Return the corpus ``source`` names: a named corpus, a ``.txt``/``.csv``/``.jsonl`` file, or ``hf:owner/name``.
 
     A Hugging Face source may add a config (``hf:owner/name:config``) or be a local dataset folder (``hf:./folder``,
     including one written by ``save_to_disk``). ``column`` picks the text field of a csv, jsonl or HF dataset (default
-    ``"text"``); ``split`` the HF split.
+    ``"text"``); ``split`` the HF split. A ``.jsonl`` file holds chat samples when ``format`` is 'messages' or
+    'prompt_completion', or is 'auto' and its first row has that shape: its blocks are then Conversations.
     """
     source = str(source)
     if source.startswith(HF_PREFIX):
@@ -228,13 +232,33 @@ def load_corpus(source: str, *, name: str | None = None, column: str | None = No
             )
         if not path.is_file():
             raise HubstyleError(f"corpus file {str(path)!r} not found: check the path")
-        reader = {".txt": _txt_blocks, ".csv": _csv_blocks, ".jsonl": _jsonl_blocks}[path.suffix.lower()]
-        blocks = reader(path, column or DEFAULT_COLUMN)
+        if format in CHAT_FORMATS and path.suffix.lower() != ".jsonl":
+            raise HubstyleError(f"format {format!r} needs a .jsonl file, got {source!r}")
+        chat = _chat_format(path, format) if path.suffix.lower() == ".jsonl" else None
+        if chat:
+            blocks = read_chat_jsonl(path, _read_text(path), chat)
+        else:
+            reader = {".txt": _txt_blocks, ".csv": _csv_blocks, ".jsonl": _jsonl_blocks}[path.suffix.lower()]
+            blocks = reader(path, column or DEFAULT_COLUMN)
         where, label = str(path), name or path.stem
-    blocks = [b for b in blocks if b.strip()]
+    blocks = [b for b in blocks if not isinstance(b, str) or b.strip()]
     if not blocks:
         raise HubstyleError(f"corpus {source!r} is empty (no text after cleaning): give it some text")
     return Corpus(name=label, blocks=blocks, source=where)
+
+
+def _chat_format(path: Path, format: str) -> str | None:
+    """Return the chat format of a .jsonl file ('messages', 'prompt_completion') or None for plain text rows."""
+    if format != "auto":
+        return format if format in CHAT_FORMATS else None
+    for line in _read_text(path).split("\n"):
+        if line.strip():
+            try:
+                first = json.loads(line)
+            except json.JSONDecodeError:
+                return None  # the text reader gives the error with its line number
+            return detect_chat_format(first) if isinstance(first, dict) else None
+    return None
 
 
 def _read_text(path: Path) -> str:

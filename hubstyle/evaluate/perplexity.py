@@ -15,22 +15,20 @@ import torch
 
 from hubstyle.errors import HubstyleError
 from hubstyle.loop import mean_nll
-from hubstyle.packing import pack
+from hubstyle.models import context_length
+from hubstyle.packing import Blocks, build_blocks
 
 
-def context_length(model) -> int | None:
-    """Return how many positions ``model`` reads (None when its config does not say)."""
-    config = model.config
-    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-
-
-def heldout_blocks(model, tokenizer, texts: Sequence[str], *, block_size: int = 256, what: str = "held-out text"):
-    """Return ``texts`` packed into blocks of ``block_size`` tokens, shortened to the model's context if longer."""
+def heldout_blocks(
+    model, tokenizer, texts: Sequence, *, block_size: int = 256, what: str = "held-out text", template: str = "auto"
+) -> Blocks:
+    """Return ``texts`` (or conversations: scored on the assistant's tokens) packed into blocks of ``block_size``
+    tokens, shortened to the model's context if longer."""
     if not texts:
         raise HubstyleError(f"the {what} is empty; give some texts to score")
     limit = context_length(model)
     size = min(block_size, limit) if limit else block_size
-    return pack(texts, tokenizer, size, what=what)
+    return build_blocks(texts, tokenizer, size, template=template, what=what)
 
 
 def perplexity(loss: float) -> float:
@@ -46,7 +44,7 @@ def heldout_loss(
     block_size: int = 256,
     batch_size: int = 8,
     bf16: bool = False,
-    blocks: torch.Tensor | None = None,
+    blocks: Blocks | torch.Tensor | None = None,
 ) -> float:
     """Return the mean next-token NLL (nats/token) of ``model`` as it is over ``texts`` packed into blocks.
 
@@ -68,12 +66,13 @@ def base_and_tuned_loss(
     batch_size: int = 8,
     bf16: bool = False,
     what: str = "held-out text",
+    template: str = "auto",
 ) -> dict[str, float]:
     """Return {"base": loss, "tuned": loss} of one PeftModel: adapter disabled, then ``adapter`` active."""
     from hubstyle.evaluate.generation import check_adapter
 
     check_adapter(model, adapter)
-    blocks = heldout_blocks(model, tokenizer, texts, block_size=block_size, what=what)
+    blocks = heldout_blocks(model, tokenizer, texts, block_size=block_size, what=what, template=template)
     with keep_trainable(model):
         with model.disable_adapter():
             base = mean_nll(model, blocks, batch_size=batch_size, bf16=bf16)

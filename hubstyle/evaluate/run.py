@@ -36,7 +36,7 @@ def evaluate_run(
     classifier: str | os.PathLike | Any,
     prompts: Sequence[str],
     demo_prompts: Sequence[str],
-    style_texts: Sequence[str],
+    style_texts: Sequence,
     generic_texts: Sequence[str],
     target_style: str,
     out_dir: Path,
@@ -50,11 +50,13 @@ def evaluate_run(
     batch_size: int = 16,
     block_size: int = 256,
     bf16: bool = False,
+    template: str = "auto",
 ) -> dict[str, Any]:
     """Return {"heldout_loss", "perplexity", "style_rate", "demo_table"} for ``adapter`` on ``base``.
 
     ``classifier`` is a classifier folder (or an already loaded classifier); it must know ``target_style``.
-    ``style_texts`` / ``generic_texts`` are held-out texts in the style and in plain English (e.g. wikitext);
+    ``style_texts`` / ``generic_texts`` are held-out texts in the style (or conversations, scored on the assistant's
+    tokens) and in plain English (e.g. wikitext);
     ``prompts`` are the neutral prompts the style rate is measured on, ``demo_prompts`` the demo table's.
     ``style_rate.png`` and ``generations.jsonl`` (each judged continuation and its label) are written into
     ``out_dir``. ``heldout_loss.style`` has no ``bigram`` entry: that baseline
@@ -75,7 +77,7 @@ def evaluate_run(
     stages.update(1)
 
     stages.set_postfix_str("held-out loss")
-    loss_args = dict(block_size=block_size, batch_size=max(1, batch_size // 2), bf16=bf16)
+    loss_args = dict(block_size=block_size, batch_size=max(1, batch_size // 2), bf16=bf16, template=template)
     losses = {
         part: base_and_tuned_loss(model, tokenizer, texts, adapter_name, what=f"held-out {part} text", **loss_args)
         for part, texts in (("style", style_texts), ("generic", generic_texts))

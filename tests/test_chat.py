@@ -1,0 +1,211 @@
+"""Chat-format data: messages / prompt-completion files, scripts as conversations, assistant-only masks, packing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hubstyle.chat import IGNORE_INDEX, encode, render_prompt
+from hubstyle.config import TrainingConfig
+from hubstyle.data import Conversation, dialogue_conversations, load_corpus
+from hubstyle.errors import HubstyleError
+from hubstyle.loop import LoopSettings, mean_nll, train_loop
+from hubstyle.models import check_cutoff, load_tokenizer
+from hubstyle.packing import build_blocks, pack_samples
+from tests.tiny import make_tiny_chat_base
+
+SCRIPT = """ALICE:
+Good morning, Bob.
+
+BOB:
+Morning. Coffee?
+
+ALICE:
+Yes, please.
+With milk.
+
+CAROL:
+Save some for me!
+
+BOB:
+Always.
+"""
+
+
+@pytest.fixture(scope="module")
+def chat_base(tmp_path_factory, data_dir):
+    return make_tiny_chat_base(tmp_path_factory.mktemp("tiny_chat"))
+
+
+@pytest.fixture(scope="module")
+def chat_tok(chat_base):
+    return load_tokenizer(chat_base)
+
+
+def _kept(tok, enc) -> str:
+    return tok.decode([i for i, label in zip(enc.ids, enc.labels, strict=True) if label != IGNORE_INDEX])
+
+
+def test_labels_keep_the_assistant_tokens_and_nothing_else(chat_tok):
+    conv = Conversation([
+        {"role": "user", "content": "What is the weather like?"},
+        {"role": "assistant", "content": "Foul and fair, my lord."},
+        {"role": "user", "content": "And tomorrow?"},
+        {"role": "assistant", "content": "Fair."},
+    ])
+    enc = encode(conv, chat_tok, "model")
+    rendered = chat_tok.apply_chat_template(conv.messages, tokenize=False)
+    assert chat_tok.decode(enc.ids) == rendered
+    # token by token: a label is kept exactly where the token lies inside an assistant answer (its <|im_end|> too)
+    spans = []
+    for answer in ("Foul and fair, my lord.<|im_end|>", "Fair.<|im_end|>"):
+        start = rendered.index(answer, spans[-1][1] if spans else 0)
+        spans.append((start, start + len(answer)))
+    offsets = chat_tok(rendered, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    for (start, _), label, token in zip(offsets, enc.labels, enc.ids, strict=True):
+        inside = any(a <= start < b for a, b in spans)
+        assert (label == token) == inside and (label == IGNORE_INDEX) == (not inside), chat_tok.decode([token])
+    assert _kept(chat_tok, enc) == "Foul and fair, my lord.<|im_end|>Fair.<|im_end|>"
+
+
+def test_script_samples_train_on_the_last_answer_only(chat_tok):
+    samples = dialogue_conversations(SCRIPT, "alice", rounds=2)
+    assert [s.messages[-1]["content"] for s in samples] == ["Good morning, Bob.", "Yes, please.\nWith milk."]
+    second = samples[1]
+    assert [m["role"] for m in second.messages] == ["assistant", "user", "assistant"]
+    assert second.loss_on == "last"
+    assert _kept(chat_tok, encode(second, chat_tok, "model")) == "Yes, please.\nWith milk.<|im_end|>"
+    # no speaker: each speech answers the one before; consecutive other speakers merge into one user turn
+    play = dialogue_conversations(SCRIPT, None, rounds=1)
+    assert [(s.messages[0]["content"], s.messages[1]["content"]) for s in play][:2] == [
+        ("Good morning, Bob.", "Morning. Coffee?"), ("Morning. Coffee?", "Yes, please.\nWith milk.")]
+    bob = dialogue_conversations(SCRIPT, "BOB", rounds=3)[1]
+    assert bob.messages[-2] == {"role": "user", "content": "ALICE: Yes, please. With milk.\nCAROL: Save some for me!",
+                                "name": ""}
+
+
+def test_plain_format_for_bases_without_a_chat_template(tiny_base):
+    tok = load_tokenizer(tiny_base)
+    conv = dialogue_conversations(SCRIPT, "bob", rounds=1)[0]
+    enc = encode(conv, tok, "auto")
+    assert tok.decode(enc.ids) == f"ALICE: Good morning, Bob.\nBOB: Morning. Coffee?\n{tok.eos_token}"
+    assert _kept(tok, enc) == f" Morning. Coffee?\n{tok.eos_token}"
+    assert render_prompt([{"role": "user", "content": "Hi"}], tok) == "User: Hi\nAssistant:"
+    with pytest.raises(HubstyleError, match="no chat template.*chat.template") as err:
+        encode(conv, tok, "model")
+    assert "\n" not in str(err.value)
+
+
+def test_packed_chat_blocks_keep_samples_whole_and_apart(chat_base, chat_tok):
+    from transformers import AutoModelForCausalLM
+
+    samples = dialogue_conversations(SCRIPT * 3, None, rounds=1)
+    encoded = [encode(s, chat_tok) for s in samples]
+    blocks = build_blocks(samples, chat_tok, 160)
+    assert blocks.trained_tokens() == sum(e.trained for e in encoded)  # every answer token, none twice
+    assert blocks.real_tokens() == sum(len(e.ids) for e in encoded)  # no sample cut or lost
+    assert len(blocks) < len(samples)  # several samples share a block
+    # positions restart at every sample; the packed logits equal each sample's logits alone
+    model = AutoModelForCausalLM.from_pretrained(chat_base).eval()
+    first = blocks[:1]
+    starts = (first.position_ids[0] == 0).nonzero().flatten().tolist()
+    with torch.no_grad():
+        packed = model(input_ids=first.input_ids, position_ids=first.position_ids, use_cache=False).logits[0]
+        for a, b in zip(starts, starts[1:] + [int(first.lengths[0])]):
+            if a >= b:
+                continue
+            alone = model(input_ids=first.input_ids[:, a:b], use_cache=False).logits[0]
+            assert torch.allclose(packed[a:b], alone, atol=1e-5)
+            assert first.labels[0, a] == IGNORE_INDEX  # no loss reads across a boundary
+
+
+def test_pack_samples_keeps_the_end_of_an_overlong_sample():
+    from hubstyle.chat import Encoded
+
+    long = Encoded(list(range(1, 21)), list(range(1, 21)))
+    blocks = pack_samples([long, Encoded([7, 8], [7, 8])], 8, pad_id=0)
+    assert blocks.input_ids[0].tolist() == list(range(13, 21))
+    assert blocks.labels[0, 0] == IGNORE_INDEX  # a sample's first label never counts: nothing before it is its own
+    assert blocks.labels[1].tolist() == [IGNORE_INDEX, 8] + [IGNORE_INDEX] * 6  # padding carries no loss
+    assert blocks.position_ids[1].tolist() == [0, 1, 0, 1, 2, 3, 4, 5] and blocks.lengths.tolist() == [8, 2]
+
+
+def test_messages_and_prompt_completion_files(tmp_path):
+    msgs = tmp_path / "chat.jsonl"
+    msgs.write_text("\n".join(json.dumps(r) for r in [
+        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                      {"role": "assistant", "content": "Hail!"}]},
+        {"conversations": [{"from": "human", "value": "Bye"}, {"from": "gpt", "value": "Farewell."}]},
+    ]))
+    corpus = load_corpus(str(msgs))
+    assert [c.messages[-1]["content"] for c in corpus.blocks] == ["Hail!", "Farewell."]
+    assert corpus.blocks[1].messages[0]["role"] == "user"
+    pc = tmp_path / "pc.jsonl"
+    pc.write_text(json.dumps({"prompt": "Greet me", "completion": "Good morrow."}) + "\n")
+    (conv,) = load_corpus(str(pc)).blocks
+    assert conv.messages == [{"role": "user", "content": "Greet me"}, {"role": "assistant", "content": "Good morrow."}]
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"text": "Just text."}) + "\n")
+    assert load_corpus(str(plain)).blocks == ["Just text."]
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ({"messages": [{"role": "wizard", "content": "x"}, {"role": "assistant", "content": "y"}]}, "unknown role 'wizard'"),
+    ({"messages": [{"role": "user", "content": "only a question"}]}, "no assistant turn"),
+    ({"messages": "hello"}, "non-empty list"),
+    ({"prompt": "p", "completion": 3}, "string 'prompt' and 'completion'"),
+])
+def test_bad_chat_rows_are_one_line_errors(tmp_path, row, message):
+    fmt = "prompt_completion" if "prompt" in row else "messages"
+    good = ({"prompt": "a", "completion": "b"} if fmt == "prompt_completion"
+            else {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(HubstyleError, match=message) as err:
+        load_corpus(str(path), format=fmt)
+    assert "line 2" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cutoff_longer_than_the_context_is_refused(chat_base):
+    assert check_cutoff(chat_base, 256) == 256
+    with pytest.raises(HubstyleError, match="'training.cutoff_len' is 512, longer than the base model's context of 256"):
+        check_cutoff(chat_base, 512)
+
+
+def test_gradient_accumulation_gives_the_update_of_one_large_batch(chat_base, chat_tok):
+    from hubstyle.train import prepare_model
+
+    blocks = build_blocks(dialogue_conversations(SCRIPT * 6, None, rounds=2), chat_tok, 32)
+    weights = []
+    for accumulation in (1, 4):
+        training = TrainingConfig(lora_rank=4, lora_dropout=0.0, base_dtype="float32", seed=1)
+        model, _ = prepare_model(str(chat_base), training)
+        settings = LoopSettings(batch_size=8, learning_rate=1e-2, max_steps=3, warmup_steps=0, bf16=False,
+                                gradient_accumulation=accumulation)
+        result = train_loop(model, blocks, settings)
+        weights.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+        weights[-1]["loss"] = torch.tensor(result.final_train_loss)
+    for name, value in weights[0].items():
+        assert torch.allclose(value, weights[1][name], atol=1e-5, rtol=1e-4), name
+    assert any((v != 0).any() for n, v in weights[0].items() if "lora_B" in n)  # the steps did change the adapter
+
+
+def test_chat_training_lowers_the_assistant_loss(chat_base, chat_tok, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from hubstyle.train import train
+
+    samples = dialogue_conversations(SCRIPT * 20, None, rounds=1)
+    report = train(str(chat_base), samples[:-8], samples[-8:], tmp_path / "adapter",
+                   TrainingConfig(max_steps=12, cutoff_len=64, batch_size=4, learning_rate=1e-2, lora_rank=4,
+                                  warmup_steps=2, eval_every=6))
+    assert report.chat_format == "model" and report.base_dtype in ("bfloat16", "float32")
+    history = json.loads((tmp_path / "adapter" / "loss_history.json").read_text())
+    assert history[-1]["loss"] < history[0]["loss"] and history[-1]["val_loss"] < history[5]["val_loss"]
+    base = AutoModelForCausalLM.from_pretrained(chat_base).eval()
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(chat_base), tmp_path / "adapter").eval()
+    held = build_blocks(samples[-8:], chat_tok, 64)
+    assert mean_nll(tuned, held) < mean_nll(base, held) - 0.2
