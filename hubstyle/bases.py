@@ -71,7 +71,7 @@ def resolve_base(base_model: str, log: Callable[[str], None] = print) -> Resolve
         facts = base_facts(base_model) or {}
         return ResolvedBase(path=base_model, hub_id=facts.get("hub_id"), source="local", **_gguf_fields(facts))
     if base_model.startswith((".", "/", "~")) or base_model.count("/") > 1:
-        raise HubstyleError(f"base_model '{base_model}' is not a folder here and not a Hub id; check the path")
+        raise HubstyleError(f"base_model '{base_model}' does not exist (no such folder) and is not a Hub id; check the path")
     if base_model not in OFFLINE_WHEELS or hub_usable(base_model):
         return ResolvedBase(path=base_model, hub_id=base_model, source="hub")
     folder = dequantized_folder(base_model, log=log)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hubstyle.config import RunConfig
 from hubstyle.data import Splits, split_blocks
+from hubstyle.data import Conversation
 from hubstyle.dataset import StyleData, build_style_data, generic_splits, sample_text, style_blocks
 from hubstyle.chat import IGNORE_INDEX
 from hubstyle.errors import HubstyleError
@@ -116,6 +117,8 @@ def run(cfg: RunConfig, *, resume: bool = False, log=print) -> RunResult:
     elif cfg.training.cutoff_len > cfg.pretrain.block_size:
         raise HubstyleError(f"'training.cutoff_len' is {cfg.training.cutoff_len}, longer than the tiny base's context "
                             f"(pretrain.block_size {cfg.pretrain.block_size}); lower it or raise pretrain.block_size")
+    if any(isinstance(b, Conversation) for samples in blocks.values() for b in samples):
+        _check_chat_template(cfg, resolved)
     count_tokens = count_tokens_with(resolved.path, cfg.chat.template) if resolved else None
     layout = RunLayout(cfg.out)
     layout.root.mkdir(parents=True, exist_ok=True)
@@ -163,6 +166,18 @@ def run(cfg: RunConfig, *, resume: bool = False, log=print) -> RunResult:
         )
     write_metrics(layout, metrics)
     return RunResult(layout=layout, training=report, metrics=metrics)
+
+
+def _check_chat_template(cfg: RunConfig, resolved) -> None:
+    """Raise before any work when chat samples can't be rendered for this base (template 'model', none there)."""
+    from hubstyle.chat import chat_format
+    from hubstyle.models import load_tokenizer
+
+    if resolved is not None:
+        chat_format(load_tokenizer(resolved.path), cfg.chat.template)
+    elif cfg.chat.template == "model":
+        raise HubstyleError("the tiny base hubstyle pretrains has no chat template, and chat.template is 'model'; "
+                            "set chat.template to 'auto' or 'plain' to use the plain 'Name: line' format")
 
 
 def evaluate(

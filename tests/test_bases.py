@@ -93,7 +93,7 @@ def test_resolve_local_tiny_and_plain_hub_ids(tmp_path, monkeypatch):
     assert resolve_base("gpt2").as_dict()["source"] == "hub"
     assert resolve_base("gpt2").path == "gpt2" and resolve_base("gpt2").hub_id == "gpt2"
     assert resolve_base("tiny").source == "tiny"
-    with pytest.raises(HubstyleError, match=r"base_model './missing' is not a folder here and not a Hub id"):
+    with pytest.raises(HubstyleError, match=r"base_model './missing' does not exist \(no such folder\) and is not a Hub id"):
         resolve_base("./missing")
 
 

