@@ -197,6 +197,7 @@ def evaluate(
         style_texts=style_test, generic_texts=generic.validation, target_style=cfg.style, out_dir=layout.evaluation,
         max_new_tokens=ev.max_new_tokens, do_sample=ev.do_sample, temperature=ev.temperature, top_p=ev.top_p,
         seed=ev.seed, batch_size=ev.batch_size, block_size=cfg.training.cutoff_len, template=cfg.chat.template,
+        chat=data.is_chat(),
     )
     layout.demo_table.write_text(json.dumps(result.pop("demo_table"), indent=2), encoding="utf-8")
     return {**result, "classifier": classifier_report, "demo_table": layout.demo_table.name}

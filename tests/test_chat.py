@@ -287,3 +287,24 @@ def test_train_cli_on_chat_data_with_a_chat_base(tmp_path, run_cli, chat_base):
     assert losses["tuned"] < losses["base"] and losses["bigram"] > 0  # scored on the answers' tokens only
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(chat_base), tmp_path / "out" / "adapter")
     assert model.active_adapter == "default"
+
+
+def test_chat_run_evaluates_answers_to_prompts_asked_as_a_user(tmp_path, chat_base):
+    from hubstyle.config import load_config
+    from hubstyle.pipeline import run
+
+    script = tmp_path / "play.txt"
+    script.write_text(SCRIPT * 15, encoding="utf-8")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Tell me about the weather\nWhat is for dinner tonight\n", encoding="utf-8")
+    extra = ("dialogue:\n  render: chat\n  rounds: 1\nsplit: {validation: 0.1, test: 0.1, segments: 10}\n"
+             "training:\n  max_steps: 2\n  cutoff_len: 128\n  batch_size: 4\n  lora_rank: 4\n"
+             "classifier:\n  max_per_class: 16\n"
+             f"evaluation:\n  prompts: {prompts}\n  demo_prompts: {prompts}\n  max_new_tokens: 6\n")
+    cfg = load_config(_config(tmp_path, str(script), extra, str(chat_base)))
+    metrics = run(cfg, log=lambda *_: None).metrics
+    decoding = metrics["style_rate"]["decoding"]
+    assert decoding["chat"] == "auto" and decoding["min_new_tokens"] == 0 and decoding["max_new_tokens"] == 6
+    rows = json.loads((tmp_path / "out" / "demo_table.json").read_text())["rows"]
+    assert [r["prompt"] for r in rows] == ["Tell me about the weather", "What is for dinner tonight"]
+    assert all("<|im_start|>" not in r["base"] + r["tuned"] for r in rows)  # answers only, no template leaking

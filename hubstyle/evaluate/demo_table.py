@@ -25,11 +25,13 @@ def demo_table(
     temperature: float = 1.0,
     top_p: float = 1.0,
     seed: int = 0,
+    chat: str | None = None,
 ) -> dict[str, Any]:
-    """Return {"adapter", "decoding", "rows": [{"prompt", "base", "tuned"}]}: deterministic (greedy, or seeded)."""
+    """Return {"adapter", "decoding", "rows": [{"prompt", "base", "tuned"}]}: deterministic (greedy, or seeded);
+    with ``chat`` the rows are answers to the prompts asked as a user's turn."""
     decoding = decoding_settings(
         max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed,
-        min_new_tokens=min_new_tokens,
+        min_new_tokens=min_new_tokens, chat=chat,
     )
     pairs = generate_side_by_side(
         model, tokenizer, prompts, adapter, **decoding, batch_size=batch_size, bf16=bf16,

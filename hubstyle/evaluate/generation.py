@@ -45,10 +45,14 @@ def check_prompts(prompts: Sequence[str]) -> list[str]:
 
 def decoding_settings(
     *, max_new_tokens: int, do_sample: bool, temperature: float, top_p: float, seed: int,
-    min_new_tokens: int | None = None,
+    min_new_tokens: int | None = None, chat: str | None = None,
 ) -> dict[str, Any]:
-    """Return the decoding settings as recorded in metrics.json and demo_table.json."""
-    return {
+    """Return the decoding settings as recorded in metrics.json and demo_table.json.
+
+    ``chat`` is the chat template setting ('auto', 'model', 'plain') when prompts are asked as a user's turn and
+    answers end at the end-of-turn token; None means plain continuation of the prompt text.
+    """
+    settings = {
         "max_new_tokens": int(max_new_tokens),
         "min_new_tokens": int(min_new_tokens or 0),
         "do_sample": bool(do_sample),
@@ -56,6 +60,18 @@ def decoding_settings(
         "top_p": float(top_p),
         "seed": int(seed),
     }
+    if chat is not None:
+        settings["chat"] = chat
+    return settings
+
+
+def as_chat_prompts(prompts: list[str], tokenizer, chat: str | None) -> list[str]:
+    """Return the prompts as the model reads them: each a user's turn rendered for ``chat``, or unchanged (None)."""
+    if chat is None:
+        return prompts
+    from hubstyle.chat import render_prompt
+
+    return [render_prompt([{"role": "user", "content": p}], tokenizer, chat) for p in prompts]
 
 
 def _generate_kwargs(
@@ -85,11 +101,11 @@ def _check_context(model, prompt_tokens: int, max_new_tokens: int) -> None:
         )
 
 
-def _batches(tokenizer, prompts: list[str], batch_size: int) -> tuple[list[list[int]], int]:
+def _batches(tokenizer, prompts: list[str], batch_size: int, special: bool = True) -> tuple[list[list[int]], int]:
     """Return (batches of prompt indices, longest prompt in tokens); prompts sorted by length so batches pad little."""
     if batch_size < 1:
         raise HubstyleError(f"batch_size must be at least 1, got {batch_size}")
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=special)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: (lengths[i], i))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)], max(lengths)
 
@@ -110,6 +126,7 @@ def _run(
     batch_size: int,
     bf16: bool,
     desc: str,
+    chat: str | None = None,
 ) -> list[list[str]]:
     """Return, per prompt, its continuations: [text] for one model, [base, tuned] when ``adapter`` is given."""
     from tqdm.auto import tqdm
@@ -118,10 +135,14 @@ def _run(
         tokenizer, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
         do_sample=do_sample, temperature=temperature, top_p=top_p,
     )
+    if chat is not None:  # an answer ends at the end of its turn; the rendered prompt already holds its specials
+        kwargs["eos_token_id"] = tokenizer.eos_token_id
+    prompts = as_chat_prompts(prompts, tokenizer, chat)
+    special = chat is None
     dev = next(model.parameters()).device
     copies = 2 if adapter is not None else 1
     results: list[list[str]] = [[] for _ in prompts]
-    batches, longest = _batches(tokenizer, prompts, batch_size)
+    batches, longest = _batches(tokenizer, prompts, batch_size, special)
     _check_context(model, longest, max_new_tokens)
     was_training = model.training
     model.eval()
@@ -130,7 +151,7 @@ def _run(
         torch.manual_seed(int(seed))
         for index in tqdm(batches, desc=desc, disable=quiet(), dynamic_ncols=True, leave=False):
             texts = [prompts[i] for i in index] * copies
-            enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left")
+            enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=special)
             enc = {k: v.to(dev) for k, v in enc.items()}
             extra = {}
             if adapter is not None:
@@ -159,6 +180,7 @@ def generate_side_by_side(
     batch_size: int = 16,
     min_new_tokens: int | None = None,
     bf16: bool = False,
+    chat: str | None = None,
 ) -> list[tuple[str, str]]:
     """Return (base_continuation, tuned_continuation) per prompt, both from one mixed-adapter batch.
 
@@ -172,7 +194,7 @@ def generate_side_by_side(
     rows = _run(
         model, tokenizer, prompts, adapter=adapter, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
         do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size, bf16=bf16,
-        desc=f"generating base | {adapter}",
+        desc=f"generating base | {adapter}", chat=chat,
     )
     return [(base, tuned) for base, tuned in rows]
 
@@ -190,12 +212,13 @@ def generate(
     batch_size: int = 16,
     min_new_tokens: int | None = None,
     bf16: bool = False,
+    chat: str | None = None,
 ) -> list[str]:
     """Return one continuation per prompt from ``model`` as it is (for a PeftModel: its active adapter)."""
     prompts = check_prompts(prompts)
     rows = _run(
         model, tokenizer, prompts, adapter=None, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
         do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size, bf16=bf16,
-        desc="generating",
+        desc="generating", chat=chat,
     )
     return [row[0] for row in rows]

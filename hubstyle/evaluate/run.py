@@ -51,6 +51,7 @@ def evaluate_run(
     block_size: int = 256,
     bf16: bool = False,
     template: str = "auto",
+    chat: bool = False,
 ) -> dict[str, Any]:
     """Return {"heldout_loss", "perplexity", "style_rate", "demo_table"} for ``adapter`` on ``base``.
 
@@ -85,10 +86,13 @@ def evaluate_run(
     stages.update(1)
 
     stages.set_postfix_str("generating")
-    # every continuation runs its full length (EOS suppressed): the classifier judges text, never an empty string
+    # A continuation runs its full length (EOS suppressed): the classifier judges text, never an empty string. A
+    # chat model's answer ends at its end-of-turn token, as it would for a user (max_new_tokens is only a cap).
+    chat_mode = template if chat else None
+    min_new = None if chat else max_new_tokens
     decoding = decoding_settings(
         max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed,
-        min_new_tokens=max_new_tokens,
+        min_new_tokens=min_new, chat=chat_mode,
     )
     pairs = generate_side_by_side(
         model, tokenizer, prompts, adapter_name, **decoding, batch_size=batch_size, bf16=bf16
@@ -106,7 +110,8 @@ def evaluate_run(
     stages.set_postfix_str("demo table")
     table = demo_table(
         model, tokenizer, demo_prompts, adapter_name, demo_max_new_tokens, batch_size=batch_size, bf16=bf16,
-        min_new_tokens=demo_max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed,
+        min_new_tokens=None if chat else demo_max_new_tokens, do_sample=do_sample, temperature=temperature,
+        top_p=top_p, seed=seed, chat=chat_mode,
     )
     stages.update(1)
     stages.close()
