@@ -25,15 +25,16 @@ def quickstart(
     repo_id: Optional[str] = typer.Option(None, "--repo-id", help="OWNER/NAME the publish folders point at."),
     push: bool = typer.Option(False, "--push", help="Also push the repos (needs --repo-id and a token)."),
     private: bool = typer.Option(False, "--private", help="Create pushed repos private."),
+    tiny: bool = typer.Option(False, "--tiny", help="Pretrain a tiny GPT here instead of using SmolLM2-135M-Instruct."),
 ) -> None:
-    """Offline end to end: tiny base, Shakespeare LoRA, classifier, evaluation, model cards; base vs tuned printed."""
+    """Offline end to end: SmolLM2 (or --tiny) Shakespeare LoRA, classifier, evaluation, cards; base vs tuned."""
     import json
 
     from hubstyle.quickstart import quickstart as run_quickstart
 
     if push and not repo_id:
         raise HubstyleError("--push needs --repo-id OWNER/NAME")
-    result = run_quickstart(out, repo_id=repo_id, push=push, private=private)
+    result = run_quickstart(out, repo_id=repo_id, push=push, private=private, tiny=tiny)
     typer.echo("")
     for row in json.loads(result.layout.demo_table.read_text(encoding="utf-8"))["rows"][:4]:
         typer.echo(f"PROMPT: {row['prompt']}\n  base : {row['base']}\n  tuned: {row['tuned']}\n")
@@ -323,6 +324,10 @@ def _quiet_libraries() -> None:
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+    # bitsandbytes on a CPU without its optional `kernels` package; peft checking an offline base's vocabulary
+    warnings.filterwarnings("ignore", message=".*kernels-community.*")
+    warnings.filterwarnings("ignore", message=".*Could not find a config file in.*")
+    warnings.filterwarnings("ignore", message=".*loss_type=None.*")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.getLogger("transformers").setLevel(logging.ERROR)
 

@@ -17,6 +17,7 @@ QUANTIZATIONS = ("4bit", "8bit")
 BASE_DTYPES = ("auto", "float32", "bfloat16")
 CORPUS_FORMATS = ("auto", "text", "messages", "prompt_completion")
 DIALOGUE_RENDERS = ("chat", "text")
+DIALOGUE_PROMPTS = ("script", "questions")
 CHAT_TEMPLATES = ("auto", "model", "plain")
 
 
@@ -47,11 +48,13 @@ class DialogueConfig:
     rounds: int = 5
     keep_narration: bool = False
     render: str | None = None  # chat | text; None: chat when a speaker is set, else the text is used as it is
+    prompts: str = "script"  # chat user turns: script (the lines before) | questions (modern questions about the answer)
 
     def __post_init__(self) -> None:
         _check_range("dialogue.rounds", self.rounds, low=0)
         if self.render is not None:
             _check_choice("dialogue.render", self.render, DIALOGUE_RENDERS)
+        _check_choice("dialogue.prompts", self.prompts, DIALOGUE_PROMPTS)
         if self.render == "text" and not self.speaker:
             raise HubstyleError("dialogue.render 'text' needs dialogue.speaker; use render: chat for a whole play")
 
@@ -216,9 +219,12 @@ class EvaluationConfig:
     top_p: float = 0.95
     seed: int = 0
     batch_size: int = 16
+    heldout_blocks: int | None = None  # score at most this many held-out blocks per part (evenly spaced); None: all
 
     def __post_init__(self) -> None:
         _check_range("evaluation.max_new_tokens", self.max_new_tokens, low=1)
+        if self.heldout_blocks is not None:
+            _check_range("evaluation.heldout_blocks", self.heldout_blocks, low=1)
         _check_range("evaluation.batch_size", self.batch_size, low=1)
         _check_range("evaluation.top_p", self.top_p, low=0.0, high=1.0, strict=True)
 

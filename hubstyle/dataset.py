@@ -15,6 +15,7 @@ from hubstyle.data import (
     load_corpus,
     split_blocks,
 )
+from hubstyle.data.chat import question_prompts
 from hubstyle.errors import HubstyleError
 
 
@@ -69,7 +70,8 @@ def style_blocks(cfg: RunConfig) -> dict[str, list[str | Conversation]]:
             )
         d = cfg.dialogue
         if mode == "chat":
-            out[corpus_cfg.label] = dialogue_conversations(corpus.text(), d.speaker, d.rounds, d.keep_narration)
+            samples = dialogue_conversations(corpus.text(), d.speaker, d.rounds, d.keep_narration)
+            out[corpus_cfg.label] = question_prompts(samples, cfg.split.seed) if d.prompts == "questions" else samples
         elif mode == "text":
             samples = extract_dialogue(corpus.text(), d.speaker, rounds=d.rounds, keep_narration=d.keep_narration)
             out[corpus_cfg.label] = [s.text() for s in samples]

@@ -40,7 +40,8 @@ def ensure_base(cfg: RunConfig, layout: RunLayout, log=print) -> tuple[str, dict
 
 
 def heldout_losses(
-    base: str, adapter: Path, texts: dict[str, list], block_size: int, template: str = "auto"
+    base: str, adapter: Path, texts: dict[str, list], block_size: int, template: str = "auto",
+    max_blocks: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """Return {part: {"base": loss, "tuned": loss}} on held-out texts (conversations: the assistant's tokens), one
     model with the adapter toggled."""
@@ -51,7 +52,7 @@ def heldout_losses(
     model = load_adapters(load_base(base), {"style": adapter})
     return {
         part: base_and_tuned_loss(model, tokenizer, items, "style", block_size=block_size, what=f"held-out {part} text",
-                                  template=template)
+                                  template=template, max_blocks=max_blocks)
         for part, items in texts.items()
     }
 
@@ -158,7 +159,7 @@ def run(cfg: RunConfig, *, resume: bool = False, log=print) -> RunResult:
             metrics.update(evaluate(cfg, layout, base, out_dir, data, style_test, generic, log))
         else:
             losses = heldout_losses(base, out_dir, {"style": style_test, "generic": generic.validation},
-                                    cfg.training.cutoff_len, cfg.chat.template)
+                                    cfg.training.cutoff_len, cfg.chat.template, cfg.evaluation.heldout_blocks)
             metrics["heldout_loss"] = losses
             metrics["perplexity"] = {k: {m: math.exp(v) for m, v in d.items()} for k, d in losses.items()}
         metrics["heldout_loss"]["style"]["bigram"] = bigram_loss(
@@ -197,7 +198,7 @@ def evaluate(
         style_texts=style_test, generic_texts=generic.validation, target_style=cfg.style, out_dir=layout.evaluation,
         max_new_tokens=ev.max_new_tokens, do_sample=ev.do_sample, temperature=ev.temperature, top_p=ev.top_p,
         seed=ev.seed, batch_size=ev.batch_size, block_size=cfg.training.cutoff_len, template=cfg.chat.template,
-        chat=data.is_chat(),
+        chat=data.is_chat(), max_heldout_blocks=ev.heldout_blocks,
     )
     layout.demo_table.write_text(json.dumps(result.pop("demo_table"), indent=2), encoding="utf-8")
     return {**result, "classifier": classifier_report, "demo_table": layout.demo_table.name}

@@ -1,55 +1,77 @@
-"""The offline quickstart: tiny base -> Shakespeare LoRA -> classifier + evaluation -> cards -> (push) -> Space."""
+"""The offline quickstart: SmolLM2-135M-Instruct (or, with --tiny, a base pretrained here) -> Shakespeare LoRA ->
+classifier + evaluation -> cards -> (push) -> Space."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from hubstyle.config import PretrainConfig, RunConfig, TrainingConfig
+from hubstyle.bases import SMOLLM2_ID
+from hubstyle.config import DialogueConfig, EvaluationConfig, PretrainConfig, RunConfig, TrainingConfig
 from hubstyle.pipeline import TINY_BASE, RunResult, run, write_metrics
 from hubstyle.release import prepare_release, push_release
 
-PLACEHOLDER_REPO_ID = "your-username/tiny-shakespeare"
+PLACEHOLDER_REPO_ID = "your-username/shakespeare-chat"
+TINY_PLACEHOLDER_REPO_ID = "your-username/tiny-shakespeare"
 
 
-def quickstart_config(out: str | Path) -> RunConfig:
-    """Return the quickstart's RunConfig: tiny base on wikitext, Shakespeare LoRA, sized for ~10 min on 2 cores."""
+def quickstart_config(out: str | Path, *, tiny: bool = False) -> RunConfig:
+    """Return the quickstart's RunConfig, sized for ~10 min on 2 cores and bounded by steps (same adapter each run).
+
+    Default: a Shakespeare chat adapter on SmolLM2-135M-Instruct, trained on tinyshakespeare speeches as answers to
+    modern questions about them. ``tiny``: the from-scratch path (a tiny GPT pretrained on wikitext, plain-text LoRA).
+    """
+    if tiny:
+        return RunConfig(
+            base_model=TINY_BASE,
+            output_dir=str(out),
+            pretrain=PretrainConfig(max_steps=4000, time_budget_s=240, batch_size=16, learning_rate=2e-3),
+            training=TrainingConfig(
+                method="lora", lora_rank=16, lora_alpha=32, cutoff_len=256, batch_size=8,
+                max_steps=320, learning_rate=3e-3, warmup_steps=10, eval_every=80, checkpoint_every=160,
+            ),
+        )
     return RunConfig(
-        base_model=TINY_BASE,
+        base_model=SMOLLM2_ID,
         output_dir=str(out),
-        pretrain=PretrainConfig(max_steps=4000, time_budget_s=240, batch_size=16, learning_rate=2e-3),
+        dialogue=DialogueConfig(render="chat", rounds=1, prompts="questions"),
         training=TrainingConfig(
-            method="lora", lora_rank=16, lora_alpha=32, lora_dropout=0.05, cutoff_len=256, batch_size=8,
-            max_steps=320, learning_rate=3e-3, warmup_steps=10, eval_every=80, checkpoint_every=160,
+            method="lora", lora_rank=16, lora_alpha=32, cutoff_len=256, batch_size=8,
+            max_steps=60, learning_rate=2e-3, warmup_steps=5, eval_every=30, checkpoint_every=30,
         ),
+        evaluation=EvaluationConfig(heldout_blocks=24),
     )
 
 
 def quickstart(
-    out: str | Path, *, repo_id: str | None = None, push: bool = False, private: bool = False, log=print
+    out: str | Path, *, repo_id: str | None = None, push: bool = False, private: bool = False, tiny: bool = False,
+    log=print,
 ) -> RunResult:
     """Return the RunResult of the offline quickstart; writes OUT/publish/ and pushes it when `push` is set."""
     start = time.perf_counter()
-    result = run(quickstart_config(out), log=log)
+    result = run(quickstart_config(out, tiny=tiny), log=log)
+    repo_id = repo_id or (TINY_PLACEHOLDER_REPO_ID if tiny else PLACEHOLDER_REPO_ID)
     m = result.metrics
     log("building repo folders with model cards under " + str(result.layout.publish))
     if push:
-        push_release(result.layout.root, repo_id or PLACEHOLDER_REPO_ID, private=private, log=log)
+        push_release(result.layout.root, repo_id, private=private, log=log)
     else:
-        prepare_release(result.layout.root, repo_id or PLACEHOLDER_REPO_ID)
+        prepare_release(result.layout.root, repo_id)
     m["quickstart_seconds"] = time.perf_counter() - start
     write_metrics(result.layout, m)
 
     loss, ppl = m["heldout_loss"], m["perplexity"]
     log("")
-    log(f"held-out Shakespeare: loss base {loss['style']['base']:.3f}, tuned {loss['style']['tuned']:.3f}, "
+    what = "answers" if m["training"].get("chat_format") else "text"
+    log(f"held-out Shakespeare {what}: loss base {loss['style']['base']:.3f}, tuned {loss['style']['tuned']:.3f}, "
         f"bigram {loss['style']['bigram']:.3f} nats/token; perplexity base {ppl['style']['base']:.1f}, "
         f"tuned {ppl['style']['tuned']:.1f}")
     log(f"held-out modern English: loss base {loss['generic']['base']:.3f}, tuned {loss['generic']['tuned']:.3f}; "
         f"perplexity base {ppl['generic']['base']:.1f}, tuned {ppl['generic']['tuned']:.1f} (forgetting)")
     rate = m["style_rate"]
+    what_gen = "answers" if rate["decoding"].get("chat") else "continuations"
     for side in ("base", "tuned"):
         r = rate[side]
-        log(f"style rate ({side}): {r['rate']:.1%} of {r['n']} continuations judged '{rate['target']}' "
+        log(f"style rate ({side}): {r['rate']:.1%} of {r['n']} {what_gen} judged '{rate['target']}' "
             f"(95% CI {r['low']:.1%}-{r['high']:.1%})")
     return result

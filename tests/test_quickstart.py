@@ -11,9 +11,9 @@ from tests.tiny import toy_run_config
 
 def test_quickstart_prints_rates_perplexities_and_writes_publish_folders(tmp_path, monkeypatch):
     out = tmp_path / "run"
-    monkeypatch.setattr(qs, "quickstart_config", lambda o: toy_run_config(o, tmp_path / "prompts.txt"))
+    monkeypatch.setattr(qs, "quickstart_config", lambda o, tiny: toy_run_config(o, tmp_path / "prompts.txt"))
     lines: list[str] = []
-    result = qs.quickstart(out, log=lambda *parts: lines.append(" ".join(map(str, parts))))
+    result = qs.quickstart(out, tiny=True, log=lambda *parts: lines.append(" ".join(map(str, parts))))
     text = "\n".join(lines)
     m = json.loads((out / "metrics.json").read_text())
     assert m["quickstart_seconds"] > 0 and m == json.loads(json.dumps(result.metrics))
@@ -30,4 +30,4 @@ def test_quickstart_prints_rates_perplexities_and_writes_publish_folders(tmp_pat
     folders = sorted(p.name for p in (out / "publish").iterdir())
     assert folders == ["adapter", "base", "classifier", "merged", "space"]
     adapter_config = json.loads((out / "publish" / "adapter" / "adapter_config.json").read_text())
-    assert adapter_config["base_model_name_or_path"] == f"{qs.PLACEHOLDER_REPO_ID}-base"
+    assert adapter_config["base_model_name_or_path"] == f"{qs.TINY_PLACEHOLDER_REPO_ID}-base"

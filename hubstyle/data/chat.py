@@ -7,6 +7,7 @@ Rendering it with a chat template, and masking everything but the assistant's to
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,3 +177,53 @@ def _message(role: str, group: list[Turn]) -> dict[str, str]:
                  for t in group]
         return {"role": role, "content": "\n".join(lines), "name": ""}  # "": the lines carry their own names
     return {"role": role, "content": "\n".join(_speech(t) for t in group), "name": group[0].speaker}
+
+
+MIN_ANSWER_WORDS = 5  # "Resolved. resolved." answers no question
+QUESTION_TEMPLATES = (
+    "What do you think of {a} and {b}?",
+    "Tell me about {a}.",
+    "Can you say something about {a} and {b}?",
+    "How do you feel about {a}?",
+    "What is your view on {a} and {b}?",
+    "Why does {a} matter?",
+    "Describe {a} for me.",
+    "What would you tell a friend about {a}?",
+)
+_WORD = re.compile(r"[A-Za-z]+")
+_STOP = frozenset(
+    "that this with have from they them their there what when where which while would could should shall will "
+    "your yours mine thee thou thine thy hath doth art upon unto than then were been being some such into more "
+    "most very much many here hence thus therefore these those whom whose again against other another every "
+    "nothing something never ever only even also come came make made take took give gave well good know speak "
+    "said says tell like love lord sir".split()
+)
+
+
+def question_prompts(samples: list[Conversation], seed: int = 0) -> list[Conversation]:
+    """Return the samples with each user turn replaced by a modern question about the answer's own content words.
+
+    A chat model meets modern questions, not lines of a play; training on answers to questions that look like the
+    ones it will be asked (built from templates and the answer's longest content words: no model writes them, so
+    nothing leaks into the style classifier) teaches it to answer such questions in the style. Context turns are
+    dropped: each sample becomes one question and its answer; answers under MIN_ANSWER_WORDS words are skipped.
+    """
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for sample in samples:
+        answer = sample.messages[sample.trained_turns()[-1]]
+        found = _WORD.findall(answer["content"])
+        proper = {w.lower() for w in found if w[0].isupper()} - {w for w in found if w[0].islower()}
+        words = sorted({w.lower() for w in found if len(w) >= 4} - _STOP, key=lambda w: (-len(w), w))
+        words = [w.capitalize() if w in proper else w for w in words]  # names keep their capital
+        if not words or len(answer["content"].split()) < MIN_ANSWER_WORDS:
+            continue
+        templates = QUESTION_TEMPLATES if len(words) > 1 else [t for t in QUESTION_TEMPLATES if "{b}" not in t]
+        a, b = rng.sample(words[:6], 2) if len(words) > 1 else (words[0], "")
+        question = rng.choice(templates).format(a=a, b=b)
+        out.append(Conversation([{"role": "user", "content": question}, answer], loss_on="last", source=sample.source))
+    if not out:
+        raise HubstyleError("no answer has a content word to ask about; give longer speeches")
+    return out

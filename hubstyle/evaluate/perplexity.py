@@ -20,15 +20,20 @@ from hubstyle.packing import Blocks, build_blocks
 
 
 def heldout_blocks(
-    model, tokenizer, texts: Sequence, *, block_size: int = 256, what: str = "held-out text", template: str = "auto"
+    model, tokenizer, texts: Sequence, *, block_size: int = 256, what: str = "held-out text", template: str = "auto",
+    max_blocks: int | None = None,
 ) -> Blocks:
     """Return ``texts`` (or conversations: scored on the assistant's tokens) packed into blocks of ``block_size``
-    tokens, shortened to the model's context if longer."""
+    tokens, shortened to the model's context if longer; at most ``max_blocks`` of them, spread evenly."""
     if not texts:
         raise HubstyleError(f"the {what} is empty; give some texts to score")
     limit = context_length(model)
     size = min(block_size, limit) if limit else block_size
-    return build_blocks(texts, tokenizer, size, template=template, what=what)
+    blocks = build_blocks(texts, tokenizer, size, template=template, what=what)
+    if max_blocks is not None and len(blocks) > max_blocks:
+        # evenly spaced, not the first ones: packed chat blocks are ordered by sample length
+        blocks = blocks[torch.linspace(0, len(blocks) - 1, max_blocks).round().long()]
+    return blocks
 
 
 def perplexity(loss: float) -> float:
@@ -67,12 +72,14 @@ def base_and_tuned_loss(
     bf16: bool = False,
     what: str = "held-out text",
     template: str = "auto",
+    max_blocks: int | None = None,
 ) -> dict[str, float]:
     """Return {"base": loss, "tuned": loss} of one PeftModel: adapter disabled, then ``adapter`` active."""
     from hubstyle.evaluate.generation import check_adapter
 
     check_adapter(model, adapter)
-    blocks = heldout_blocks(model, tokenizer, texts, block_size=block_size, what=what, template=template)
+    blocks = heldout_blocks(model, tokenizer, texts, block_size=block_size, what=what, template=template,
+                            max_blocks=max_blocks)
     with keep_trainable(model):
         with model.disable_adapter():
             base = mean_nll(model, blocks, batch_size=batch_size, bf16=bf16)

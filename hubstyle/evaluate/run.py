@@ -52,6 +52,7 @@ def evaluate_run(
     bf16: bool = False,
     template: str = "auto",
     chat: bool = False,
+    max_heldout_blocks: int | None = None,
 ) -> dict[str, Any]:
     """Return {"heldout_loss", "perplexity", "style_rate", "demo_table"} for ``adapter`` on ``base``.
 
@@ -78,7 +79,8 @@ def evaluate_run(
     stages.update(1)
 
     stages.set_postfix_str("held-out loss")
-    loss_args = dict(block_size=block_size, batch_size=max(1, batch_size // 2), bf16=bf16, template=template)
+    loss_args = dict(block_size=block_size, batch_size=max(1, batch_size // 2), bf16=bf16, template=template,
+                     max_blocks=max_heldout_blocks)
     losses = {
         part: base_and_tuned_loss(model, tokenizer, texts, adapter_name, what=f"held-out {part} text", **loss_args)
         for part, texts in (("style", style_texts), ("generic", generic_texts))
