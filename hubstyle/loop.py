@@ -199,6 +199,9 @@ def train_loop(
         start_step, history, seconds_before = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer)
 
     world, rank = accelerator.num_processes, accelerator.process_index
+    if world > settings.batch_size:
+        raise HubstyleError(f"training.batch_size is {settings.batch_size} but {world} processes train: each needs at "
+                            f"least one sequence a step; raise batch_size to {world} or more")
     tokens_before = history[-1]["tokens"] if history else 0
     tokens_seen = tokens_before
     model.train()

@@ -63,6 +63,7 @@ def prepare_release(run_dir: str | Path, repo_id: str, what: Sequence[str] = REL
             short_description=f"Base vs {style} style, side by side"[:60],
             hubstyle_requirement=f"hubstyle>={__version__}",
             examples=[row["prompt"] for row in table["rows"]],
+            chat=(table.get("decoding") or {}).get("chat"),
         )
         out.append(ReleaseFolder("space", space, ids.space, "space"))
     return out

@@ -33,7 +33,7 @@ from hubstyle.models import BASE_ADAPTER_NAME, autocast, load_adapters, load_bas
 SPACE_CONFIG_FILE = "space_config.json"
 DEMO_TABLE_FILE = "demo_table.json"
 DEMO_COLUMNS = ("prompt", "base", "tuned")
-CONFIG_KEYS = ("base", "adapters", "demo_table", "examples", "limits", "title", "description", "bf16")
+CONFIG_KEYS = ("base", "adapters", "demo_table", "examples", "limits", "title", "description", "bf16", "chat")
 LIMIT_KEYS = ("max_new_tokens", "max_prompt_chars")
 SPACE_COLORS = ("red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray")
 SHORT_DESCRIPTION_MAX = 60
@@ -71,8 +71,14 @@ class SpaceSettings:
         "same model wearing a style adapter; both come from one batched generation."
     )
     bf16: bool = True  # bf16 autocast where the hardware is fast at it (outputs then differ slightly from fp32)
+    chat: str | None = None  # chat template setting (auto/model/plain): prompts asked as a user's turn; None: continue
 
     def __post_init__(self) -> None:
+        if self.chat is not None and self.description == SpaceSettings.description:
+            self.description = (
+                "Ask something. The left column answers with the base model, the right column with the same model "
+                "wearing a style adapter; both come from one batched generation."
+            )
         if not self.adapters:
             raise HubstyleError("a Space needs at least one adapter; set 'adapters' or HUBSTYLE_ADAPTERS=name=repo")
         if self.max_new_tokens < 1 or self.max_prompt_chars < 1:
@@ -147,7 +153,7 @@ def load_settings(folder: str | os.PathLike | None = None, *, env: Mapping[str, 
         demo = json.loads(table.read_text(encoding="utf-8"))
         demo_rows = demo["rows"] if isinstance(demo, dict) else demo  # a run's demo_table.json, or its rows
     limits = config.get("limits", {})
-    extra = {k: config[k] for k in ("title", "description", "bf16") if k in config}
+    extra = {k: config[k] for k in ("title", "description", "bf16", "chat") if k in config}
     return SpaceSettings(
         base=_resolve(str(base), root),
         adapters={name: _resolve(str(where), root) for name, where in adapters.items()},
@@ -245,15 +251,18 @@ def check_prompt(prompt: str | None, max_chars: int) -> str:
 class SideBySide:
     """One base model with every style adapter loaded; yields (base, tuned) continuations of a prompt."""
 
-    def __init__(self, model, tokenizer, adapter_names: Sequence[str], *, bf16: bool = True):
+    def __init__(self, model, tokenizer, adapter_names: Sequence[str], *, bf16: bool = True, chat: str | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.adapter_names = list(adapter_names)
         self.bf16 = bf16
+        self.chat = chat
         eos = model.generation_config.eos_token_id
         if eos is None:
             eos = tokenizer.eos_token_id
         self.eos_token_ids = [eos] if isinstance(eos, int) else list(eos or [])
+        if chat is not None and tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in self.eos_token_ids:
+            self.eos_token_ids.append(tokenizer.eos_token_id)  # the end of the assistant's turn
         self.context_length = getattr(model.config, "max_position_embeddings", None)
 
     @classmethod
@@ -261,7 +270,7 @@ class SideBySide:
         """Return the base model of ``settings`` with all its adapters loaded, ready to generate."""
         tokenizer = load_tokenizer(settings.base)
         model = load_adapters(load_base(settings.base), settings.adapters)
-        return cls(model, tokenizer, list(settings.adapters), bf16=settings.bf16)
+        return cls(model, tokenizer, list(settings.adapters), bf16=settings.bf16, chat=settings.chat)
 
     def stream(
         self,
@@ -280,7 +289,12 @@ class SideBySide:
             raise HubstyleError(f"unknown adapter '{adapter}'; this Space has {', '.join(self.adapter_names)}")
         if max_new_tokens < 1:
             raise HubstyleError(f"max new tokens must be at least 1, got {max_new_tokens}")
-        batch = self.tokenizer([prompt, prompt], return_tensors="pt", padding=True)
+        if self.chat is not None:  # asked as a user's turn, answered as the assistant's
+            from hubstyle.chat import render_prompt
+
+            prompt = render_prompt([{"role": "user", "content": prompt}], self.tokenizer, self.chat)
+        batch = self.tokenizer([prompt, prompt], return_tensors="pt", padding=True,
+                               add_special_tokens=self.chat is None)
         prompt_tokens = batch["input_ids"].shape[1]
         if self.context_length and prompt_tokens + max_new_tokens > self.context_length:
             raise HubstyleError(
@@ -299,6 +313,7 @@ class SideBySide:
             pad_token_id=self.tokenizer.pad_token_id,
             streamer=streamer,
             stopping_criteria=[StopOnEvent(stop)],
+            eos_token_id=self.eos_token_ids,
         )
         if min_new_tokens:
             kwargs["min_new_tokens"] = min_new_tokens
@@ -557,6 +572,7 @@ def build_space_folder(
     python_version: str | None = None,
     max_new_tokens: int = 128,
     max_prompt_chars: int = 500,
+    chat: str | None = None,
 ) -> Path:
     """Return ``out_dir`` after writing a Gradio Space repo: README.md, requirements.txt, app.py, config, demo table."""
     from huggingface_hub import SpaceCard, SpaceCardData
@@ -609,6 +625,8 @@ def build_space_folder(
         "limits": {"max_new_tokens": max_new_tokens, "max_prompt_chars": max_prompt_chars},
         "title": title,
     }
+    if chat is not None:
+        config["chat"] = chat
     (out / SPACE_CONFIG_FILE).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / DEMO_TABLE_FILE).write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return out

@@ -24,8 +24,14 @@ OFF_TOPIC = "I like pizza with cheese."
 
 @pytest.fixture(scope="module")
 def encoder():
-    """The offline MiniLM-L6 sentence encoder, loaded once for this file."""
-    return load_encoder()
+    """The offline MiniLM-L6 sentence encoder, loaded once for this file (run on one thread, restored after)."""
+    import torch
+
+    # A handful of short sentences: one thread is faster than two spinning against other jobs on shared cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield load_encoder()
+    torch.set_num_threads(threads)
 
 
 def test_distinct_n_by_hand():

@@ -308,3 +308,23 @@ def test_chat_run_evaluates_answers_to_prompts_asked_as_a_user(tmp_path, chat_ba
     rows = json.loads((tmp_path / "out" / "demo_table.json").read_text())["rows"]
     assert [r["prompt"] for r in rows] == ["Tell me about the weather", "What is for dinner tonight"]
     assert all("<|im_start|>" not in r["base"] + r["tuned"] for r in rows)  # answers only, no template leaking
+
+
+def test_space_asks_the_prompt_as_a_user_turn_for_a_chat_run(chat_base, chat_tok, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from hubstyle.evaluate.generation import generate_side_by_side
+    from hubstyle.models import load_adapters, load_base
+    from hubstyle.space import SideBySide
+
+    torch.manual_seed(0)
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(chat_base),
+                                LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    model = load_adapters(load_base(chat_base), {"style": tmp_path / "adapter"})
+    space = SideBySide(model, chat_tok, ["style"], bf16=False, chat="auto")
+    *_, (base, tuned) = space.stream("Tell me about the sea", "style", max_new_tokens=12)
+    expected = generate_side_by_side(model, chat_tok, ["Tell me about the sea"], "style", max_new_tokens=12,
+                                     chat="auto")[0]
+    assert (base.strip(), tuned.strip()) == expected  # the Space answers exactly as the evaluation asks

@@ -1,4 +1,5 @@
-"""Cleaners that turn raw corpus text into blocks: wikitext detokenisation, Milton, tinyshakespeare, paragraphs."""
+"""Cleaners that turn raw corpus text into blocks: wikitext detokenisation, Milton, tinyshakespeare, chatterbot
+conversations, paragraphs."""
 
 from __future__ import annotations
 
@@ -198,4 +199,34 @@ def milton_blocks(text: str) -> list[str]:
             close()
         current.append(stripped)
     close()
+    return blocks
+
+
+# --- chatterbot-corpus --------------------------------------------------------------------------------------------
+
+# A conversation shorter than this ("Hello / Hi") says nothing about a register; it is skipped.
+MIN_CONVERSATION_WORDS = 4
+
+
+def chatterbot_blocks(text: str) -> list[str]:
+    """Return the conversations of one chatterbot-corpus YAML file, one block each (its lines joined by newlines).
+
+    Lines that are not plain strings and conversations under ``MIN_CONVERSATION_WORDS`` words are dropped, and so
+    are repeats: ``tech_support.yml`` holds 10 conversations 1,050 times, which would put the same text on both
+    sides of a train/held-out split.
+    """
+    import yaml
+
+    data = yaml.safe_load(text)
+    conversations = data.get("conversations") if isinstance(data, dict) else None
+    blocks: list[str] = []
+    seen: set[str] = set()
+    for conversation in conversations if isinstance(conversations, list) else []:
+        if not isinstance(conversation, list):
+            continue  # a stray string where a list of lines belongs (one in trivia.yml)
+        lines = [" ".join(line.split()) for line in conversation if isinstance(line, str) and line.strip()]
+        block = "\n".join(lines)
+        if len(block.split()) >= MIN_CONVERSATION_WORDS and block not in seen:
+            seen.add(block)
+            blocks.append(block)
     return blocks

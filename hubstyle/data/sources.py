@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import difflib
 import hashlib
+import importlib.util
 import json
 import os
 import tempfile
@@ -15,7 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hubstyle.data.chat import CHAT_FORMATS, detect_chat_format, read_chat_jsonl
-from hubstyle.data.clean import milton_blocks, paragraph_blocks, shakespeare_blocks, wikitext_blocks
+from hubstyle.data.clean import (
+    chatterbot_blocks,
+    milton_blocks,
+    paragraph_blocks,
+    shakespeare_blocks,
+    wikitext_blocks,
+)
 from hubstyle.errors import HubstyleError
 
 DATA_DIR_ENV = "HUBSTYLE_DATA_DIR"
@@ -48,14 +55,28 @@ class CorpusFile:
 
 
 @dataclass(frozen=True)
+class PackageFiles:
+    """Files of a named corpus that ship inside an installed Python package, found without importing it."""
+
+    package: str  # import name, e.g. "chatterbot_corpus"
+    pattern: str  # glob under the package folder, e.g. "data/english/*.yml"; files are read in sorted order
+    requirement: str  # what to pip install when the package is missing, e.g. "chatterbot-corpus"
+
+
+@dataclass(frozen=True)
 class NamedCorpus:
-    """A reference corpus hubstyle knows by name: its files and the cleaner that turns each file into blocks."""
+    """A reference corpus hubstyle knows by name: its files and the cleaner that turns each file into blocks.
+
+    The files are ``files`` (under a data dir, or downloaded and checked by sha256) or, for a corpus published as
+    a Python package, ``package`` (the version pip installed is the version read).
+    """
 
     name: str
     files: tuple[CorpusFile, ...]
     cleaner: Callable[[str], list[str]]
     description: str
     hint: str = ""  # added to the error when a file can't be found or fetched
+    package: PackageFiles | None = None
 
 
 NAMED_CORPORA: dict[str, NamedCorpus] = {
@@ -101,6 +122,13 @@ NAMED_CORPORA: dict[str, NamedCorpus] = {
         description="Milton's Paradise Lost (Project Gutenberg plboss10): one block per verse paragraph",
         hint="it has no stable plain-text URL, so HUBSTYLE_DATA_DIR must hold milton/paradise_lost.txt",
     ),
+    "chatterbot": NamedCorpus(
+        name="chatterbot",
+        files=(),
+        package=PackageFiles("chatterbot_corpus", "data/english/*.yml", "chatterbot-corpus"),
+        cleaner=chatterbot_blocks,
+        description="chatterbot-corpus (BSD-3) English: modern conversational lines, one block per conversation",
+    ),
 }
 
 
@@ -121,11 +149,14 @@ def download_cache_dir() -> Path:
 
 
 def named_corpus_files(name: str, *, urls: dict[str, str] | None = None) -> list[Path]:
-    """Return local paths of a named corpus's files: from ``data_dir()``, else the cache, else downloaded once.
+    """Return local paths of a named corpus's files: from ``data_dir()``, else the cache, else downloaded once;
+    a corpus published as a Python package is read from where that package is installed.
 
     ``urls`` maps a file's relative path to a URL that replaces its canonical one (a mirror; tests use 127.0.0.1).
     """
     spec = _named_spec(name)
+    if spec.package is not None:
+        return package_files(spec.package, what=f"named corpus {name!r}")
     root = data_dir()
     paths = []
     for file in spec.files:
@@ -141,6 +172,21 @@ def named_corpus_files(name: str, *, urls: dict[str, str] | None = None) -> list
             where = f"{DATA_DIR_ENV}={root}" if root is not None else f"{DATA_DIR_ENV} is not set"
             raise HubstyleError(f"named corpus {name!r} needs {file.path} and {where}: {spec.hint}")
         paths.append(download_file(url, cached, file.sha256, what=f"{name!r} ({file.path})"))
+    return paths
+
+
+def package_files(files: PackageFiles, *, what: str = "corpus") -> list[Path]:
+    """Return the sorted paths matching ``files.pattern`` inside the installed package ``files.package``."""
+    # find_spec locates the package without running its __init__ (which may import heavy dependencies).
+    spec = importlib.util.find_spec(files.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise HubstyleError(f"{what} needs the Python package {files.package!r}: pip install {files.requirement}")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    paths = sorted(folder.glob(files.pattern))
+    if not paths:
+        raise HubstyleError(
+            f"{what}: no files match {files.pattern!r} in {folder}; reinstall it (pip install -U {files.requirement})"
+        )
     return paths
 
 

