@@ -66,20 +66,34 @@ def ensure_classifier(cfg: RunConfig, out_dir: Path, data: StyleData, generic: S
         report_path = Path(cfg.classifier.path) / "metrics.json"
         report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {"labels": clf.labels}
         return cfg.classifier.path, report
+    from hubstyle.data import load_corpus
+
     other = cfg.classifier.other_label
     if other in data.splits:
         raise HubstyleError(f"a style is named '{other}', which is the generic class; set classifier.other_label")
-    train_texts = {**{label: [sample_text(t) for t in s.train] for label, s in data.splits.items()}, other: generic.train}
+    # The `other` class: modern registers from corpora (never the judged models' own text), each cut into
+    # contiguous segments; the run's generic corpus keeps the split its forgetting is measured on.
+    registers: dict[str, Splits] = {
+        name: generic if name == cfg.generic_corpus else split_blocks(
+            [sample_text(b) for b in load_corpus(name).blocks], validation=cfg.classifier.register_heldout,
+            test=0.0, seed=cfg.split.seed, n_segments=cfg.split.segments,
+        )
+        for name in cfg.classifier.other_corpora
+    }
+    train_texts = {**{label: [sample_text(t) for t in s.train] for label, s in data.splits.items()},
+                   other: {name: s.train for name, s in registers.items()}}
     heldout = {**{label: [sample_text(t) for t in s.test or s.validation] for label, s in data.splits.items()},
-               other: generic.validation}
-    log(f"training the style classifier ({', '.join(train_texts)}) ...")
+               other: {name: s.validation for name, s in registers.items()}}
+    log(f"training the style classifier ({', '.join(train_texts)}; {other}: {', '.join(registers)}) ...")
     report = train_classifier(
         train_texts, heldout, out_dir=out_dir, backbone=cfg.classifier.backbone,
         epochs=cfg.classifier.epochs, max_per_class=cfg.classifier.max_per_class,
         learning_rate=cfg.classifier.learning_rate, augment=cfg.classifier.augment, seed=cfg.split.seed,
     )
+    per_register = ", ".join(f"{name} {r['accuracy']:.3f} (n={r['n']})" for name, r in report.registers.items())
     log(f"classifier: accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f} on held-out passages, "
-        f"macro-F1 {report.disfluent['macro_f1']:.3f} on disfluent copies ({report.train_seconds:.0f}s)")
+        f"macro-F1 {report.disfluent['macro_f1']:.3f} on disfluent copies ({report.train_seconds:.0f}s); "
+        f"'{other}' accuracy by register: {per_register}")
     return str(out_dir), report.as_dict()
 
 

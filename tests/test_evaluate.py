@@ -277,7 +277,7 @@ def test_evaluate_run(tiny_base, adapter_dir, plain, tuned, tok, texts, data_dir
         style_texts=texts, generic_texts=generic, target_style="shakespeare", out_dir=tmp_path / "eval",
         max_new_tokens=8, demo_max_new_tokens=6, batch_size=4,
     )
-    assert set(result) == {"heldout_loss", "perplexity", "style_rate", "demo_table"}
+    assert set(result) == {"heldout_loss", "perplexity", "style_rate", "answers", "demo_table"}
     loss = result["heldout_loss"]
     # the base side comes from the adapter-disabled model: equal to the plain base (block size capped at 128)
     assert loss["style"]["base"] == pytest.approx(heldout_loss(plain, tok, texts, block_size=128), rel=1e-6)
@@ -293,6 +293,8 @@ def test_evaluate_run(tiny_base, adapter_dir, plain, tuned, tok, texts, data_dir
     pairs = generate_side_by_side(tuned, tok, PROMPTS, "style", max_new_tokens=8, min_new_tokens=8)
     assert rates["base"] == style_rate(KeywordClassifier(), [b for b, _ in pairs], "shakespeare")
     assert rates["tuned"] == style_rate(KeywordClassifier(), [t for _, t in pairs], "shakespeare")
+    answers = result["answers"]  # relevance and fluency of the same answers the style rate judged
+    assert answers["base"]["relevance"]["n"] == len(PROMPTS) and 0 <= answers["tuned"]["distinct_2"] <= 1
     assert result["demo_table"] == demo_table(tuned, tok, PROMPTS[:2], "style", 6, min_new_tokens=6, top_p=0.95)
     assert all(row["base"] and row["tuned"] for row in result["demo_table"]["rows"])
     assert (tmp_path / "eval" / "style_rate.png").read_bytes()[:4] == b"\x89PNG"

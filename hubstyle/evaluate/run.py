@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from hubstyle.evaluate.answers import compare_answers
 from hubstyle.evaluate.demo_table import demo_table
 from hubstyle.evaluate.generation import decoding_settings, generate_side_by_side
 from hubstyle.evaluate.perplexity import base_and_tuned_loss, perplexity
@@ -71,7 +72,7 @@ def evaluate_run(
     clf = _classifier(classifier)
     check_labels(clf, [target_style])  # before loading the LM: a wrong classifier fails fast
     out_dir = Path(out_dir)
-    stages = tqdm(total=5, desc="evaluating", disable=quiet(), dynamic_ncols=True)
+    stages = tqdm(total=6, desc="evaluating", disable=quiet(), dynamic_ncols=True)
 
     stages.set_postfix_str("loading model")
     tokenizer = load_tokenizer(base)
@@ -109,6 +110,11 @@ def evaluate_run(
     )
     stages.update(1)
 
+    stages.set_postfix_str("relevance")
+    # style alone rewards one archaic line for every prompt: relevance, length and repetition sit next to it
+    answers = compare_answers(prompts, [b for b, _ in pairs], [t for _, t in pairs])
+    stages.update(1)
+
     stages.set_postfix_str("demo table")
     table = demo_table(
         model, tokenizer, demo_prompts, adapter_name, demo_max_new_tokens, batch_size=batch_size, bf16=bf16,
@@ -122,5 +128,6 @@ def evaluate_run(
         "heldout_loss": losses,
         "perplexity": {part: {side: perplexity(v) for side, v in sides.items()} for part, sides in losses.items()},
         "style_rate": rates,
+        "answers": answers,
         "demo_table": table,
     }
