@@ -228,7 +228,8 @@ def evaluate(
 def classifier_train(
     config: Optional[Path] = typer.Argument(None, help="A run config: its corpora are the classes (plus 'other')."),
     style: list[str] = typer.Option([], "--style", help="A style corpus (repeatable); used when no CONFIG is given."),
-    generic: str = typer.Option("wikitext", help="Corpus of the 'other' (modern English) class."),
+    other: list[str] = typer.Option(["wikitext", "chatterbot"], "--other",
+                                    help="A modern-English register of the 'other' class (repeatable)."),
     backbone: Optional[str] = typer.Option(None, help="Encoder id or folder (default: the packaged MiniLM-L6)."),
     out: Path = typer.Option(..., "--out", help="Folder for the classifier (loads with AutoModelForSequenceClassification)."),
 ) -> None:
@@ -240,12 +241,14 @@ def classifier_train(
         cfg = load_config(config)
     else:
         cfg = RunConfig(
-            corpora=[CorpusConfig(source=s) for s in (style or ["shakespeare"])], generic_corpus=generic,
-            classifier=ClassifierConfig(backbone=backbone),
+            corpora=[CorpusConfig(source=s) for s in (style or ["shakespeare"])], generic_corpus=other[0],
+            classifier=ClassifierConfig(backbone=backbone, other_corpora=list(other)),
         )
     report = train_style_classifier(cfg, out)
     typer.echo(f"classifier saved to {out}: labels {report['labels']}, accuracy {report['accuracy']:.3f}, "
                f"macro-F1 {report['macro_f1']:.3f}")
+    for name, reg in (report.get("registers") or {}).items():
+        typer.echo(f"  {name}: {reg['accuracy']:.3f} of {reg['n']} held-out passages called '{reg['label']}'")
 
 
 @app.command()
