@@ -328,3 +328,19 @@ def test_space_asks_the_prompt_as_a_user_turn_for_a_chat_run(chat_base, chat_tok
     expected = generate_side_by_side(model, chat_tok, ["Tell me about the sea"], "style", max_new_tokens=12,
                                      chat="auto")[0]
     assert (base.strip(), tuned.strip()) == expected  # the Space answers exactly as the evaluation asks
+
+
+def test_gradient_checkpointing_gives_the_same_update(chat_base, chat_tok):
+    from hubstyle.train import prepare_model
+
+    blocks = build_blocks(dialogue_conversations(SCRIPT * 6, None, rounds=2), chat_tok, 32)
+    weights = []
+    for checkpointing in (False, True):
+        training = TrainingConfig(lora_rank=4, base_dtype="float32", seed=1, gradient_checkpointing=checkpointing)
+        model, _ = prepare_model(str(chat_base), training)
+        train_loop(model, blocks, LoopSettings(batch_size=4, learning_rate=1e-2, max_steps=2, warmup_steps=0,
+                                               bf16=False))
+        weights.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert weights[0].keys() == weights[1].keys()
+    for name, value in weights[0].items():
+        assert torch.allclose(value, weights[1][name], atol=1e-5), name
