@@ -1,659 +1,731 @@
-"""Benchmark style-training throughput: hubstyle's packed bf16 LoRA loop vs a tutorial Trainer + peft script.
+"""Benchmark style training on a real base: hubstyle's engine vs TRL's SFTTrainer, measured side by side in one run.
 
-Both sides train the same rank-16 LoRA adapter (alpha 32, dropout 0.05, hubstyle's per-architecture target
-modules) on the same tiny GPT-2 base (4 layers, 256 wide, 4 heads, a ~4096-token BPE learned on the training
-speeches; random init, or ``--base PATH``), on the same tinyshakespeare training speeches, with the same batch size,
-learning rate, sequence length (256) and seed:
+Base: SmolLM2-135M-Instruct (the offline wheel's Q4_1 GGUF dequantized to an fp32 folder by ``hubstyle.bases``).
+Data: tinyshakespeare as chat, ``dialogue_conversations(text, None, rounds=1)``: every speech answers the one before,
+one user turn + one assistant turn, the loss on the assistant turn only (the bench checks, and prints, whether TRL's
+completion mask and hubstyle's labels cover the same tokens). The last 5% of the text (cut at a speech boundary) is
+held out; conversations longer than the sequence length are dropped on both sides, so no side truncates.
 
-  (a) hubstyle: ``prepare_model`` + ``train_loop`` on packed 256-token blocks under bf16 autocast, exactly the way
-      ``hubstyle train`` calls them. Every position it computes on is a real token.
-  (b) tutorial: every speech tokenized on its own with ``truncation=True, max_length=256, padding="max_length"``,
-      ``DataCollatorForLanguageModeling(mlm=False)``, ``Trainer`` with default fp32 ``TrainingArguments``
-      (``report_to=[]``, no eval, no saving). It computes on ``batch_size * 256`` positions a step, most of them pad.
+Four configurations, each in a fresh subprocess with the same thread count, interleaved A B C D (A B C D ...):
 
-Equal work is counted in REAL tokens: text tokens, neither pad nor (a)'s EOS separators, which (b) never sees.
-(a) runs ``--steps`` steps; (b) gets the fewest steps whose batches (in the Trainer's own seeded order, read off its
-dataloader before training) hold at least as many real tokens, so its learning-rate schedule spans its whole run.
-A forward hook counts what (b) really computed on: real tokens and padded positions.
+  (A) TRL ``SFTTrainer`` as its LoRA docs show it: ``SFTConfig`` defaults plus ``peft_config=LoraConfig(...)``, the
+      conversations as a conversational prompt/completion dataset (SmolLM2's ChatML template has no
+      ``{% generation %}`` markers, so completion-only loss is TRL's way to train the assistant turn only). Defaults
+      that matter for speed: each conversation padded to the longest in its batch, fp32 weights (TRL loads a model
+      path in float32), bf16 autocast (``SFTConfig.bf16`` defaults to True, on CPU too), gradient checkpointing on.
+  (B) TRL tuned as far as its config goes: ``packing=True`` (best-fit decreasing, which turns on ``padding_free``),
+      ``bf16=True``, frozen weights loaded in bf16 (``model_init_kwargs={"dtype": "bfloat16"}``, as hubstyle holds
+      them) and gradient checkpointing off (it only saves memory, which a 135M model does not need here).
+  (C) hubstyle: ``build_blocks`` (samples packed whole into 256-token blocks, labels on the assistant tokens,
+      positions restarting per sample) + ``prepare_model`` + ``train_loop``, as ``hubstyle train`` calls them.
+  (D) hubstyle again, with A's number of optimizer steps (so about 2.5x A's tokens): the equal-steps comparison.
 
-Timing on a shared machine: the two runs are interleaved step by step. Each runs in its own thread, unchanged, and
-a forward pre-hook makes it wait for its turn at the start of every step; turns go to the run furthest behind its
-own plan (so about one (a) step, then five (b) steps), and only one computes at a time. Both therefore see the same
-load from other processes. A step's time runs from its first forward to the next one, so it covers forward,
-backward, optimizer and fetching the next batch; set-up before the first step is left out on both sides. Speeds
-come two ways: real tokens over the summed step times, and real tokens per step over the median step time (which
-shrugs off bursts of load). The verdict takes the lower of the two. The threads share torch's global RNG, so
-dropout masks depend on the interleaving: losses are reproducible for given options, but move by ~0.001 nats
-between option sets (e.g. with ``--breakdown``).
+All: LoRA r16 / alpha 32 / dropout 0 (hubstyle's default) on q,k,v,o,gate,up,down; batch 8 sequences of at most
+256 tokens; the same learning rate, AdamW betas (0.9, 0.95), no weight decay, gradient clip 1.0, and hubstyle's
+schedule (linear warmup, then cosine to 10% of the peak) given to TRL as ``cosine_warmup_with_min_lr``. B and C run
+``--steps`` steps of 8 packed blocks; A's 8 sequences are single conversations (~100 tokens, not 256), so A gets as
+many more steps as make the same real-token budget; D takes A's step count. Warmup follows hubstyle's rule for each
+step count (``loop_settings``), so A and D share a schedule, and B and C another. Real tokens are non-padding tokens:
+for TRL counted where the model sees them (attention mask, or every position when padding-free), for hubstyle
+``LoopResult.tokens``. Time runs from the first step to the last: set-up (model load, TRL's dataset tokenization,
+hubstyle's packing) is left out on every side.
 
-Held-out text is the last contiguous 5% of speeches. Both models are scored on it in fp32, two ways:
-``hubstyle.loop.mean_nll`` on packed blocks (the format (a) trains on; the headline) and speech by speech, padded,
-pad unscored (the format (b) trains on). (b) is also scored, off the clock, after as many positions as (a).
+Held-out loss: each saved adapter is loaded with ``peft.PeftModel.from_pretrained`` on the same fp32 base and
+scored by ``hubstyle.loop.mean_nll`` (fp32) over ``build_blocks`` of the same held-out conversations: the mean
+NLL of the assistant tokens.
 
-How to read it: ``speed (a)/(b)`` is the ratio of real tokens per second; the verdict needs >= 2.5x with (a)'s
-packed held-out loss after the same real tokens at most (b)'s + 0.01 nats. Mind that at equal real tokens and
-equal batch size (b) takes about 256 / (mean speech length) ~ 5x as many optimizer steps, and a short LoRA run on a
-random-init base gains per step more than per token: the loss half of the verdict is about steps as much as data.
-``--a-batch-size 2`` (with ``--steps 40``) gives (a) about (b)'s real tokens per step; ``--equal-time`` adds a run
-of (a) as long as (b) took (at the measured speed ratio) and scores it; ``--breakdown`` interleaves a third run,
-(a) in fp32, to split the speed-up into packing and bf16. Default: 10 steps of (a), about 3 minutes on 2 idle
-cores; ``--quick`` (4 steps) is a smoke run.
+    python bench/train_throughput.py [--steps N] [--repeats R] [--out FILE.json] [--profile auto|yes|no]
 
-    python bench/train_throughput.py [--steps 10 | --quick] [--base PATH] [--a-batch-size N]
-                                     [--breakdown] [--equal-time] [--threads 2]
+``--profile auto`` (the default) profiles one hubstyle step with torch.profiler when hubstyle trains under
+500 tokens/s, and prints where its CPU time goes.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import math
+import json
 import os
-import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch
-
-REPO = Path(__file__).resolve().parents[1]
-HELD_OUT_FRACTION = 0.05  # the last contiguous 5% of speeches
-TARGET_SPEEDUP = 2.5
-LOSS_TOLERANCE = 0.01  # nats; a smaller gap counts as "equal loss"
-DEFAULT_STEPS = 10
-QUICK_STEPS = 4
-SIDE_A, SIDE_B, SIDE_A32 = "(a) hubstyle packed bf16", "(b) Trainer @ equal real tokens", "(a32) hubstyle packed fp32"
-
-
-@dataclass
-class Measurement:
-    """One point of a training run: work done, seconds spent on its steps, and held-out losses (nats/token, fp32)."""
-
-    label: str
-    steps: int
-    seconds: float
-    real_tokens: int
-    positions: int
-    packed_loss: float = math.nan
-    speech_loss: float = math.nan
-    step_seconds: list[float] = field(default_factory=list)
+import torch  # noqa: E402
+
+CONFIGS = ("A", "B", "C", "D")
+LABELS = {
+    "A": "(A) TRL SFTTrainer, defaults",
+    "B": "(B) TRL packing+bf16 tuned",
+    "C": "(C) hubstyle engine",
+    "D": "(D) hubstyle, A's step count",
+}
+TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0}  # hubstyle's default; the same on every side
+BATCH = 8
+MAX_LENGTH = 256
+LEARNING_RATE = 2e-4  # TRL's LoRA docs use 2e-4; hubstyle's default too
+SEED = 0
+HELD_OUT_SHARE = 0.05
+HELD_OUT_CONVERSATIONS = 150  # the first ones of the held-out text: ~5k scored assistant tokens per model
+DEFAULT_STEPS = 10  # about 12 minutes on 2 idle cores, TRL's two runs taking most of it
+# targets
+SPEEDUP_VS_A = 3.0
+SPEEDUP_VS_B = 2.0
+MIN_TOKENS_PER_S = 500.0
+LOSS_TOLERANCE = 0.02  # nats: run-to-run noise of a 10-step LoRA run is about this size
+
+
+# --- data -----------------------------------------------------------------------------------------------------------
+
+
+def split_text(text: str, held_out_share: float) -> tuple[str, str]:
+    """Return (training text, held-out text): the held-out part is the last share, cut at a speech boundary."""
+    cut = text.find("\n\n", int(len(text) * (1 - held_out_share)))
+    return text[:cut], text[cut + 2 :]
+
+
+def conversations(text: str, tokenizer, max_length: int) -> tuple[list, int]:
+    """Return (one-user-turn, one-assistant-turn conversations of `text` that fit `max_length`, how many were cut)."""
+    from hubstyle.chat import encode
+    from hubstyle.data.chat import dialogue_conversations
+
+    kept, dropped = [], 0
+    for conv in dialogue_conversations(text, None, rounds=1):
+        roles = [m["role"] for m in conv.messages]
+        assert roles == ["user", "assistant"], roles  # rounds=1 without a speaker: the speech and its answer
+        if len(encode(conv, tokenizer).ids) <= max_length:
+            kept.append(conv)
+        else:
+            dropped += 1
+    return kept, dropped
+
+
+def write_pairs(convs: list, path: Path) -> None:
+    """Write conversations as JSONL {"user", "assistant"} (what the workers read back)."""
+    with path.open("w", encoding="utf-8") as f:
+        for conv in convs:
+            user, assistant = (m["content"] for m in conv.messages)
+            f.write(json.dumps({"user": user, "assistant": assistant}) + "\n")
+
+
+def read_pairs(path: Path) -> list[dict]:
+    """Return the {"user", "assistant"} rows of a JSONL file written by `write_pairs`."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def as_conversations(pairs: list[dict]) -> list:
+    """Return hubstyle Conversations (loss on the assistant turn) of {"user", "assistant"} rows."""
+    from hubstyle.data.chat import Conversation
+
+    return [
+        Conversation([{"role": "user", "content": p["user"]}, {"role": "assistant", "content": p["assistant"]}],
+                     loss_on="last")
+        for p in pairs
+    ]
+
+
+# --- the machine ----------------------------------------------------------------------------------------------------
+
+
+def bf16_peak_gflops(size: int = 2048, repeats: int = 5, per_repeat: int = 10) -> float:
+    """Return the best bf16 matmul rate (GFLOP/s) of `size`^2 matmuls on this CPU with torch's current threads."""
+    a = torch.randn(size, size, dtype=torch.bfloat16)
+    b = torch.randn(size, size, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(repeats):
+        began = time.perf_counter()
+        for _ in range(per_repeat):
+            a @ b
+        best = max(best, 2 * size**3 * per_repeat / (time.perf_counter() - began) / 1e9)
+    return best
+
+
+def load_average() -> float:
+    """Return the 1-minute load average (0 where the OS does not say)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
+
+
+# --- workers (each configuration runs in its own process) -----------------------------------------------------------
 
-    @property
-    def real_per_second(self) -> float:
-        """Return real (text) tokens trained on per second."""
-        return self.real_tokens / self.seconds
 
-    @property
-    def positions_per_second(self) -> float:
-        """Return positions computed on (pad included) per second."""
-        return self.positions / self.seconds
-
-    @property
-    def median_real_per_second(self) -> float:
-        """Return real tokens per step over the median step time (nan when no step was timed)."""
-        if not self.step_seconds:
-            return math.nan
-        return self.real_tokens / self.steps / statistics.median(self.step_seconds)
-
-
-# --- data and base ------------------------------------------------------------------------------------------------
-
-
-def data_root() -> Path:
-    """Return the reference-corpora folder: HUBSTYLE_DATA_DIR, else ../shared/data next to the repo."""
-    from hubstyle.data import data_dir
-
-    return data_dir() or (REPO.parent / "shared" / "data")
-
-
-def split_speeches(root: Path) -> tuple[list[str], list[str]]:
-    """Return (training, held-out) tinyshakespeare speeches; held-out is the last contiguous 5%."""
-    from hubstyle.data import shakespeare_blocks
-
-    path = root / "tinyshakespeare" / "input.txt"
-    if not path.is_file():
-        raise SystemExit(
-            f"no tinyshakespeare at '{path}'; set HUBSTYLE_DATA_DIR to the folder holding tinyshakespeare/"
-        )
-    speeches = shakespeare_blocks(path.read_text(encoding="utf-8"))
-    cut = len(speeches) - max(1, round(HELD_OUT_FRACTION * len(speeches)))
-    return speeches[:cut], speeches[cut:]
-
-
-def random_base(folder: Path, texts: list[str], *, vocab_size: int, block_size: int, seed: int) -> Path:
-    """Return `folder` holding a random-init tiny GPT-2 (4x256) and a BPE tokenizer learned on `texts`."""
-    from transformers import GPT2LMHeadModel
-
-    from hubstyle.pretrain import tiny_config, train_tokenizer
-
-    tokenizer = train_tokenizer(texts, vocab_size=vocab_size)
-    torch.manual_seed(seed)
-    GPT2LMHeadModel(tiny_config(len(tokenizer), n_positions=block_size)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-# --- scoring ------------------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def speech_nll(model, speeches: list[list[int]], *, batch_size: int = 16) -> float:
-    """Return the mean next-token NLL (nats/token, fp32) over speeches scored one each, right-padded, pad unscored."""
-    was_training = model.training
-    model.eval()
-    dev = next(p.device for p in model.parameters())
-    total, count = 0.0, 0
-    ordered = sorted(speeches, key=len)  # similar lengths together: little padding to compute on
-    for start in range(0, len(ordered), batch_size):
-        chunk = ordered[start : start + batch_size]
-        ids = torch.zeros(len(chunk), max(map(len, chunk)), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, speech in enumerate(chunk):
-            ids[row, : len(speech)] = torch.tensor(speech)
-            mask[row, : len(speech)] = 1
-        ids, mask = ids.to(dev), mask.to(dev)
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        nll = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
-        scored = mask[:, 1:].bool()
-        total += nll[scored].sum().item()
-        count += int(scored.sum())
-    model.train(was_training)
-    return total / count
-
-
-def held_out_losses(model, packed: torch.Tensor, speeches: list[list[int]]) -> tuple[float, float]:
-    """Return (packed-block NLL via hubstyle's mean_nll, per-speech NLL), both fp32."""
-    from hubstyle.loop import mean_nll
-
-    return mean_nll(model, packed, batch_size=8, bf16=False), speech_nll(model, speeches)
-
-
-# --- taking turns ---------------------------------------------------------------------------------------------------
-
-
-class Baton:
-    """Lets training runs in threads take turns one step at a time, so they share the machine's load evenly.
-
-    ``hook(name)`` is a forward pre-hook: each training forward starts a step, so there the run hands the turn to
-    whichever run is furthest behind its plan (done / planned steps) and waits until the turn comes back.
-    """
-
-    def __init__(self, planned: dict[str, int]) -> None:
-        self.planned = dict(planned)
-        self.done = dict.fromkeys(planned, 0)
-        self.step_seconds: dict[str, list[float]] = {name: [] for name in planned}
-        self._finished: set[str] = set()
-        self._step_began: dict[str, float | None] = dict.fromkeys(planned)
-        self._cond = threading.Condition()
-        self._turn = self._choose()
-
-    def _choose(self) -> str | None:
-        running = [name for name in self.planned if name not in self._finished]
-        return min(running, key=lambda name: self.done[name] / self.planned[name]) if running else None
-
-    def _end_step(self, name: str, now: float) -> None:
-        began = self._step_began[name]
-        if began is not None:
-            self.step_seconds[name].append(now - began)
-            self.done[name] += 1
-
-    def _pass_and_wait(self, name: str) -> None:
-        self._turn = self._choose()
-        self._cond.notify_all()
-        while self._turn != name:
-            self._cond.wait()
-
-    def enter(self, name: str) -> None:
-        """Wait for `name`'s first turn (its set-up runs inside that turn, untimed)."""
-        with self._cond:
-            while self._turn != name:
-                self._cond.wait()
-
-    def hook(self, name: str) -> Callable:
-        """Return the forward pre-hook that ends `name`'s previous step, passes the turn, and starts the next step."""
-
-        def pre_forward(module, args: tuple, kwargs: dict) -> None:
-            if not module.training:  # held-out scoring is not a training step
-                return
-            now = time.perf_counter()
-            with self._cond:
-                if self._step_began[name] is not None:
-                    self._end_step(name, now)
-                    self._pass_and_wait(name)
-                self._step_began[name] = time.perf_counter()
-
-        return pre_forward
-
-    def step_time_so_far(self, name: str) -> float:
-        """Return the seconds `name` has spent on steps, the current one included."""
-        began = self._step_began[name]
-        return sum(self.step_seconds[name]) + (time.perf_counter() - began if began is not None else 0.0)
-
-    def leave(self, name: str) -> None:
-        """End `name`'s last step and hand the turn on for good."""
-        now = time.perf_counter()
-        with self._cond:
-            self._end_step(name, now)
-            self._step_began[name] = None
-            self._finished.add(name)
-            self._turn = self._choose()
-            self._cond.notify_all()
-
-
-def interleave(baton: Baton, runs: dict[str, Callable[[], object]]) -> dict[str, object]:
-    """Return each run's result after running them in threads that take turns on `baton`, step by step."""
-    results: dict[str, object] = {}
-    errors: list[BaseException] = []
-
-    def work(name: str, run: Callable[[], object]) -> None:
-        baton.enter(name)
-        try:
-            results[name] = run()
-        except Exception as err:  # re-raised below, in the main thread
-            errors.append(err)
-        finally:
-            baton.leave(name)
-
-    threads = [threading.Thread(target=work, args=item, name=item[0]) for item in runs.items()]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return results
-
-
-# --- (a) hubstyle ---------------------------------------------------------------------------------------------------
-
-
-def separator_free_tokens(blocks: torch.Tensor, batch_size: int, steps: int, seed: int, separator: int) -> int:
-    """Return how many text tokens (EOS separators not counted) `train_loop` trains on in `steps` steps."""
-    from hubstyle.loop import batch_order
-
-    return sum(
-        int((blocks[batch_order(len(blocks), batch_size, step, seed)] != separator).sum()) for step in range(steps)
-    )
-
-
-def hubstyle_run(base: str, blocks: torch.Tensor, training, label: str, hook: Callable | None = None):
-    """Return the LoRA model after hubstyle's training on packed `blocks` (`prepare_model` + `train_loop`)."""
-    from hubstyle.loop import train_loop
-    from hubstyle.train import loop_settings, prepare_model
-
-    model, _ = prepare_model(base, training)
-    handle = model.register_forward_pre_hook(hook, with_kwargs=True) if hook else None
-    settings = loop_settings(training, training.max_steps, desc=label)  # what hubstyle.train.train uses
-    train_loop(model, blocks, settings)
-    if handle:
-        handle.remove()
-    return model
-
-
-# --- (b) tutorial Trainer -------------------------------------------------------------------------------------------
-
-
-def tutorial_dataset(base: str, speeches: list[str], cutoff: int):
-    """Return (tokenizer, datasets.Dataset) tokenized the tutorial way: one speech a row, padded to `cutoff`."""
-    from datasets import Dataset
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "right"  # GPT-2's default; a base saved with left padding would shift positions
-
-    def tokenize(batch: dict) -> dict:
-        return tokenizer(batch["text"], truncation=True, max_length=cutoff, padding="max_length")
-
-    dataset = Dataset.from_dict({"text": speeches}).map(tokenize, batched=True, remove_columns=["text"])
-    return tokenizer, dataset
-
-
-def tutorial_model(base: str, training, targets: list[str] | str):
-    """Return the base wrapped in a peft LoRA model, initialised under the same seed as hubstyle's adapter."""
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from hubstyle.train import lora_config
-
-    model = AutoModelForCausalLM.from_pretrained(base)
-    torch.manual_seed(training.seed)
-    return get_peft_model(model, lora_config(training, targets))
-
-
-def tutorial_trainer(model, tokenizer, dataset, training, steps: int, out_dir: Path, callbacks: list):
-    """Return a transformers Trainer set up as tutorials do: default fp32 TrainingArguments, no eval, no saving."""
-    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
-
-    args = TrainingArguments(
-        output_dir=str(out_dir),
-        per_device_train_batch_size=training.batch_size,
-        learning_rate=training.learning_rate,
-        max_steps=steps,
-        seed=training.seed,
-        save_strategy="no",
-        report_to=[],
-    )
-    return Trainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        data_collator=DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False),
-        callbacks=callbacks,
-    )
-
-
-def steps_for_real_tokens(trainer, target: int) -> tuple[int, int]:
-    """Return (steps, real tokens) of the fewest Trainer steps whose batches hold >= `target` non-pad tokens."""
-    loader = trainer.get_train_dataloader()
-    steps, seen, epoch = 0, 0, 0
-    while seen < target:
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)  # as the Trainer does each epoch, so the order matches its own
-        for batch in loader:
-            steps += 1
-            seen += int(batch["attention_mask"].sum())
-            if seen >= target:
-                break
-        epoch += 1
-    return steps, seen
-
-
-class TokenCounter:
-    """Forward pre-hook that counts the real (non-pad) tokens and the positions of every training forward pass."""
-
-    def __init__(self) -> None:
-        self.real = 0
-        self.positions = 0
-
-    def __call__(self, module, args: tuple, kwargs: dict) -> None:
-        if not module.training:  # held-out scoring is not training work
-            return
-        ids = kwargs["input_ids"]
-        mask = kwargs.get("attention_mask")
-        self.positions += ids.numel()
-        self.real += int(mask.sum()) if mask is not None else ids.numel()
-
-
-def snapshot_callback(at_step: int, score: Callable[[], Measurement]):
-    """Return a TrainerCallback that scores the model once, after step `at_step`, and keeps its scoring time."""
-    from transformers import TrainerCallback
-
-    class Snapshot(TrainerCallback):
-        def __init__(self) -> None:
-            self.point: Measurement | None = None
-            self.seconds = 0.0  # spent scoring, inside a step: taken off (b)'s clock
-
-        def on_step_end(self, args, state, control, **kwargs) -> None:
-            if state.global_step == at_step:
-                began = time.perf_counter()
-                self.point = score()
-                self.seconds = time.perf_counter() - began
-
-    return Snapshot()
-
-
-# --- warm-up --------------------------------------------------------------------------------------------------------
-
-
-def warm_up(base: str, training, targets: list[str] | str, blocks: torch.Tensor, padded: dict) -> None:
-    """Run two untimed forward/backward passes per path (bf16 packed, fp32 padded) so one-off kernel set-up is paid."""
-    from hubstyle.models import autocast
-
-    model = tutorial_model(base, training, targets)
-    model.train()
-    for _ in range(2):
-        with autocast(training.bf16):
-            model(input_ids=blocks, labels=blocks).loss.backward()
-        model(**padded).loss.backward()
-        with autocast(False):
-            model(input_ids=blocks, labels=blocks).loss.backward()
-
-
-# --- main -------------------------------------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    """Return the headline figures (speeds, ratio, losses) after printing the comparison."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="steps of (a); (b) gets equal real tokens")
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} steps: a smoke run, not a measurement")
-    parser.add_argument("--base", default=None, help="a tiny base model folder (default: random-init GPT-2 4x256)")
-    parser.add_argument("--vocab", type=int, default=4096)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument(
-        "--a-batch-size",
-        type=int,
-        default=None,
-        help="(a)'s batch in 256-token blocks if not --batch-size; 2 gives (a) about (b)'s real tokens per step",
-    )
-    parser.add_argument("--learning-rate", type=float, default=2e-4)
-    parser.add_argument("--cutoff", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--breakdown", action="store_true", help="also interleave (a) in fp32: packing vs bf16")
-    parser.add_argument("--equal-time", action="store_true", help="also train (a) as long as (b) took, and score it")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
-    args = parser.parse_args(argv)
-    steps = QUICK_STEPS if args.quick else args.steps
-
-    os.environ.setdefault("HUBSTYLE_QUIET", "1")  # two interleaved progress bars would garble each other
-    warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")  # peft's note on GPT-2's Conv1D, both sides
-    warnings.filterwarnings("ignore", message=".*pin_memory.*")  # the Trainer's default, meaningless on CPU
+def quiet_libraries() -> None:
+    """Silence the libraries' per-step chatter so the bench's own output stays readable."""
+    os.environ.setdefault("HUBSTYLE_QUIET", "1")
+    warnings.filterwarnings("ignore")
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    hf_logging.disable_progress_bar()
+    import datasets
 
+    datasets.disable_progress_bars()
+
+
+def run_trl(config: str, plan: dict, out: Path) -> dict:
+    """Return the figures of one TRL SFTTrainer run (config 'A' or 'B'); the adapter is saved under `out`."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    pairs = read_pairs(Path(plan["train_file"]))
+    dataset = Dataset.from_list([
+        {"prompt": [{"role": "user", "content": p["user"]}],
+         "completion": [{"role": "assistant", "content": p["assistant"]}]}
+        for p in pairs
+    ])
+    steps = plan["steps"][config]
+    kwargs = dict(
+        output_dir=str(out / "trainer"),
+        per_device_train_batch_size=BATCH,
+        max_steps=steps,
+        max_length=MAX_LENGTH,
+        learning_rate=LEARNING_RATE,
+        lr_scheduler_type="cosine_warmup_with_min_lr",  # warmup (step+1)/W like hubstyle's, not from lr 0
+        lr_scheduler_kwargs={"min_lr_rate": 0.1},
+        warmup_steps=plan["warmup"][config],
+        adam_beta2=0.95,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        seed=SEED,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),  # SFTConfig's default bf16=True is refused on a CPU without it
+    )
+    if config == "B":
+        kwargs.update(packing=True, bf16=True, gradient_checkpointing=False, model_init_kwargs={"dtype": "bfloat16"})
+    began = time.perf_counter()
+    trainer = SFTTrainer(
+        model=plan["base"],
+        args=SFTConfig(**kwargs),
+        train_dataset=dataset,
+        peft_config=LoraConfig(**LORA, target_modules=TARGET_MODULES, task_type="CAUSAL_LM"),
+    )
+    setup = time.perf_counter() - began
+    mask_check = trl_mask_check(trainer, pairs, plan["base"]) if config == "A" else None
+
+    seen = {"real": 0, "positions": 0, "forwards": 0}
+
+    def count(module, args, kw) -> None:
+        if not module.training:
+            return
+        ids = kw["input_ids"]
+        mask = kw.get("attention_mask")
+        seen["positions"] += ids.numel()
+        seen["real"] += int(mask.sum()) if mask is not None else ids.numel()  # padding-free: no padding at all
+        seen["forwards"] += 1
+
+    class Clock(TrainerCallback):
+        def __init__(self) -> None:
+            self.first = self.last = None
+            self.steps = 0
+
+        def on_step_begin(self, args, state, control, **_) -> None:
+            if self.first is None:
+                self.first = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **_) -> None:
+            self.last = time.perf_counter()
+            self.steps += 1
+
+    clock = Clock()
+    trainer.add_callback(clock)
+    trainer.model.register_forward_pre_hook(count, with_kwargs=True)
+    trainer.train()
+    trainer.model.save_pretrained(str(out / "adapter"))
+    base_weight = next(p for n, p in trainer.model.named_parameters() if "q_proj.base_layer" in n)
+    lora_weight = next(p for n, p in trainer.model.named_parameters() if "lora_A" in n)
+    seconds = clock.last - clock.first
+    return {
+        "config": config,
+        "steps": clock.steps,
+        "real_tokens": seen["real"],
+        "positions": seen["positions"],
+        "forwards": seen["forwards"],
+        "seconds": seconds,
+        "tokens_per_s": seen["real"] / seconds,
+        "setup_s": setup,
+        "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+        "engine": {
+            "mixed_precision": str(trainer.accelerator.mixed_precision),
+            "frozen_weight_dtype": str(base_weight.dtype),
+            "lora_weight_dtype": str(lora_weight.dtype),
+            "gradient_checkpointing": bool(trainer.args.gradient_checkpointing),
+            "packing": bool(trainer.args.packing),
+            "padding_free": bool(trainer.padding_free),
+            "completion_only_loss": bool(trainer.completion_only_loss),
+            "attn_implementation": str(trainer.model.config._attn_implementation),
+            "warmup_steps": plan["warmup"][config],
+        },
+        "mask_check": mask_check,
+    }
+
+
+def trl_mask_check(trainer, pairs: list[dict], base: str, n: int = 50) -> dict:
+    """Return how TRL's tokenization of the first `n` conversations compares with hubstyle's: same ids, same loss
+    mask, and the tokens only one side trains (decoded, with counts)."""
+    from collections import Counter
+
+    from hubstyle.chat import IGNORE_INDEX, encode
+    from hubstyle.models import load_tokenizer
+
+    tokenizer = load_tokenizer(base)
+    rows = trainer.train_dataset.select(range(n))
+    same_ids = same_mask = trl_trained = hub_trained = 0
+    only_trl: Counter = Counter()
+    only_hubstyle: Counter = Counter()
+    for row, conv in zip(rows, as_conversations(pairs[:n])):
+        mine = encode(conv, tokenizer)
+        theirs = list(row["labels"])  # TRL's labels: the id where the loss is taken, -100 elsewhere
+        trl_trained += sum(t != IGNORE_INDEX for t in theirs)
+        hub_trained += sum(t != IGNORE_INDEX for t in mine.labels)
+        if list(row["input_ids"]) != mine.ids:
+            continue
+        same_ids += 1
+        same_mask += theirs == mine.labels
+        for tid, t, h in zip(mine.ids, theirs, mine.labels):
+            if (t != IGNORE_INDEX) != (h != IGNORE_INDEX):
+                (only_trl if t != IGNORE_INDEX else only_hubstyle)[tokenizer.decode([tid])] += 1
+    return {"checked": n, "same_ids": same_ids, "same_ids_and_mask": same_mask, "trl_trained_tokens": trl_trained,
+            "hubstyle_trained_tokens": hub_trained, "only_trl_trains": dict(only_trl),
+            "only_hubstyle_trains": dict(only_hubstyle)}
+
+
+def run_hubstyle(config: str, plan: dict, out: Path) -> dict:
+    """Return the figures of one hubstyle run (build_blocks + prepare_model + train_loop); the adapter lands in `out`."""
+    from hubstyle.config import TrainingConfig
+    from hubstyle.loop import train_loop
+    from hubstyle.models import load_tokenizer
+    from hubstyle.packing import build_blocks
+    from hubstyle.train import loop_settings, prepare_model
+
+    began = time.perf_counter()
+    training = hubstyle_training(plan["steps"][config])
+    blocks = build_blocks(as_conversations(read_pairs(Path(plan["train_file"]))), load_tokenizer(plan["base"]),
+                          MAX_LENGTH, what="training conversations")
+    model, targets = prepare_model(plan["base"], training)
+    settings = loop_settings(training, training.max_steps, desc="hubstyle")
+    setup = time.perf_counter() - began
+    result = train_loop(model, blocks, settings)
+    inner = getattr(model, "module", model)
+    inner.save_pretrained(str(out / "adapter"))
+    base_weight = next(p for n, p in inner.named_parameters() if "q_proj.base_layer" in n)
+    lora_weight = next(p for n, p in inner.named_parameters() if "lora_A" in n)
+    return {
+        "config": config,
+        "steps": result.steps,
+        "real_tokens": result.tokens,
+        "positions": result.steps * BATCH * MAX_LENGTH,
+        "forwards": result.steps,
+        "seconds": result.seconds,
+        "tokens_per_s": result.tokens / result.seconds,
+        "setup_s": setup,
+        "losses": [h["loss"] for h in result.history],
+        "engine": {
+            "mixed_precision": "bf16" if result.bf16 else "no",
+            "frozen_weight_dtype": str(base_weight.dtype),
+            "lora_weight_dtype": str(lora_weight.dtype),
+            "gradient_checkpointing": training.gradient_checkpointing,
+            "packing": True,
+            "padding_free": False,
+            "completion_only_loss": True,
+            "attn_implementation": str(inner.config._attn_implementation),
+            "warmup_steps": settings.warmup_steps,
+            "target_modules": targets,
+        },
+    }
+
+
+def hubstyle_training(steps: int):
+    """Return the TrainingConfig hubstyle trains C with (its defaults, with this bench's shared settings)."""
     from hubstyle.config import TrainingConfig
 
-    training = TrainingConfig(
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        cutoff_len=args.cutoff,
-        max_steps=steps,
-        seed=args.seed,
+    return TrainingConfig(
+        lora_rank=LORA["r"], lora_alpha=LORA["lora_alpha"], lora_dropout=LORA["lora_dropout"],
+        target_modules=TARGET_MODULES, batch_size=BATCH, cutoff_len=MAX_LENGTH, learning_rate=LEARNING_RATE,
+        max_steps=steps, seed=SEED,
     )
-    train_texts, held_out_texts = split_speeches(data_root())
-    tmp = Path(tempfile.mkdtemp(prefix="hubstyle-train-bench-"))
-    try:
-        return compare(args, training, train_texts, held_out_texts, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def compare(
-    args: argparse.Namespace, training, train_texts: list[str], held_out_texts: list[str], tmp: Path
-) -> dict[str, float]:
-    """Return the headline figures after the interleaved runs (and the optional equal-time run), printing the table."""
-    from hubstyle.models import bf16_supported, device, load_base, load_tokenizer
-    from hubstyle.packing import pack
-    from hubstyle.train import target_modules_for
+def profile_hubstyle(plan: dict, steps: int = 1) -> dict:
+    """Return where one hubstyle training run's CPU time goes (torch.profiler, after an untimed 1-step warm-up)."""
+    from torch.profiler import ProfilerActivity, profile
 
-    if args.base:
-        base = args.base
-    else:
-        base = str(
-            random_base(tmp / "base", train_texts, vocab_size=args.vocab, block_size=args.cutoff, seed=args.seed)
-        )
+    from hubstyle.loop import train_loop
+    from hubstyle.models import load_tokenizer
+    from hubstyle.packing import build_blocks
+    from hubstyle.train import loop_settings, prepare_model
 
-    # data: (a) packs, as hubstyle.train.train does; (b) pads each speech; both are scored on the same held-out
-    prep = time.perf_counter()
-    train_blocks = pack(train_texts, load_tokenizer(base), args.cutoff, what="training speeches")
-    prep_a = time.perf_counter() - prep
-    held_blocks = pack(held_out_texts, load_tokenizer(base), args.cutoff, what="held-out speeches")
-    prep = time.perf_counter()
-    tokenizer, dataset = tutorial_dataset(base, train_texts, args.cutoff)
-    prep_b = time.perf_counter() - prep
-    lengths = [sum(mask) for mask in dataset["attention_mask"]]
-    truncated = sum(len(ids) > args.cutoff for ids in tokenizer(train_texts)["input_ids"])
-    held_speeches = tokenizer(held_out_texts, truncation=True, max_length=args.cutoff)["input_ids"]
-    eos = tokenizer.eos_token_id
-
-    # (a) trains with hubstyle's TrainingConfig; only its batch size may differ (--a-batch-size)
-    training_a = dataclasses.replace(training, batch_size=args.a_batch_size or args.batch_size)
-    steps = training_a.max_steps
-    targets = target_modules_for(load_base(base), training.target_modules)  # hubstyle's choice, used by both
-    padded = {k: torch.tensor(dataset[: args.batch_size][k]) for k in ("input_ids", "attention_mask")}
-    padded["labels"] = padded["input_ids"].masked_fill(padded["attention_mask"] == 0, -100)
-    warm_up(base, training, targets, train_blocks[: training_a.batch_size], padded)
-
-    # equal real tokens: what (a) will see is known from its seeded batch order; (b) gets as many, in its own order
-    a_real = separator_free_tokens(train_blocks, training_a.batch_size, steps, training_a.seed, eos)
-    a_positions = steps * training_a.batch_size * args.cutoff
-    model_b = tutorial_model(base, training, targets)
-    planner = tutorial_trainer(model_b, tokenizer, dataset, training, 1, tmp / "trainer", [])
-    b_steps, planned_real = steps_for_real_tokens(planner, a_real)
-    del planner
-
-    planned = {SIDE_A: steps, SIDE_B: b_steps} | ({SIDE_A32: steps} if args.breakdown else {})
-    baton = Baton(planned)
-    counter = TokenCounter()  # what (b) really computes on, counted where the model sees it
-
-    def score_b_now() -> Measurement:
-        return Measurement(
-            "(b) Trainer @ equal positions",
-            counter.positions // (args.batch_size * args.cutoff),
-            baton.step_time_so_far(SIDE_B),
-            counter.real,
-            counter.positions,
-            *held_out_losses(model_b, held_blocks, held_speeches),
-        )
-
-    snapshot = snapshot_callback(math.ceil(a_positions / (args.batch_size * args.cutoff)), score_b_now)
-
-    def run_b() -> None:
-        model_b.register_forward_pre_hook(counter, with_kwargs=True)
-        model_b.register_forward_pre_hook(baton.hook(SIDE_B), with_kwargs=True)
-        trainer = tutorial_trainer(model_b, tokenizer, dataset, training, b_steps, tmp / "trainer", [snapshot])
-        trainer.train()
-
-    runs: dict[str, Callable[[], object]] = {
-        SIDE_A: lambda: hubstyle_run(base, train_blocks, training_a, SIDE_A, baton.hook(SIDE_A)),
-        SIDE_B: run_b,
-    }
-    if args.breakdown:
-        fp32 = dataclasses.replace(training_a, bf16=False)
-        runs[SIDE_A32] = lambda: hubstyle_run(base, train_blocks, fp32, SIDE_A32, baton.hook(SIDE_A32))
-    models = interleave(baton, runs)
-
-    def side(name: str, model, real: int, positions: int, off_clock: float = 0.0) -> Measurement:
-        times = baton.step_seconds[name]
-        return Measurement(
-            name, len(times), sum(times) - off_clock, real, positions,
-            *held_out_losses(model, held_blocks, held_speeches), step_seconds=times,
-        )  # fmt: skip
-
-    a = side(SIDE_A, models[SIDE_A], a_real, a_positions)
-    b = side(SIDE_B, model_b, counter.real, counter.positions, off_clock=snapshot.seconds)
-    rows = [a, *([snapshot.point] if snapshot.point else []), b]
-    a32 = side(SIDE_A32, models[SIDE_A32], a_real, a_positions) if args.breakdown else None
-    if a32:
-        rows.append(a32)
-    del models
-
-    total_speedup = a.real_per_second / b.real_per_second
-    median_speedup = a.median_real_per_second / b.median_real_per_second
-    speedup = min(total_speedup, median_speedup)
-    loss_gap = a.packed_loss - b.packed_loss
-
-    a_eq = None
-    if args.equal_time:  # as many (a) steps as (b)'s time holds at the measured speed ratio; run alone, after
-        eq_steps = max(steps, round(b.seconds / a.seconds * steps))
-        start = time.perf_counter()
-        model = hubstyle_run(base, train_blocks, dataclasses.replace(training_a, max_steps=eq_steps), "equal time")
-        seconds = time.perf_counter() - start
-        a_eq = Measurement(
-            "(a) hubstyle @ (b)'s time, alone",
-            eq_steps,
-            seconds,
-            separator_free_tokens(train_blocks, training_a.batch_size, eq_steps, training_a.seed, eos),
-            eq_steps * training_a.batch_size * args.cutoff,
-            *held_out_losses(model, held_blocks, held_speeches),
-        )
-        rows.append(a_eq)
-
-    print()
-    print(
-        f"device {device().type}, torch threads {torch.get_num_threads()}, bf16 autocast for (a): "
-        f"{training.bf16 and bf16_supported()}; base {args.base or 'random-init GPT-2 4x256'}, "
-        f"vocab {len(tokenizer)}; LoRA r{training.lora_rank}/alpha {training.lora_alpha} on {targets}; "
-        f"cutoff {args.cutoff}, batch {training_a.batch_size} (a) / {args.batch_size} (b), "
-        f"lr {args.learning_rate:g}, seed {args.seed}"
-    )
-    print(
-        f"data: {len(train_texts)} training speeches, {sum(lengths) / len(lengths):.1f} real tokens each on average "
-        f"({truncated} cut at {args.cutoff} by (b)); held-out {len(held_out_texts)} speeches = {len(held_blocks)} "
-        f"packed blocks; prep {prep_a:.1f}s (a) / {prep_b:.1f}s (b), not timed below"
-    )
-    print(
-        f"(b) planned {b_steps} steps for {planned_real} real tokens, counted {counter.real} "
-        f"(match: {planned_real == counter.real}); runs interleaved step by step, set-up untimed"
-    )
-    print()
-    print(
-        f"{'':34} {'steps':>5} {'step s':>7} {'real tok':>9} {'positions':>9} {'real tok/s':>10} "
-        f"{'pos/s':>7} {'med step s':>10} {'held-out packed':>15} {'per speech':>10}"
-    )
-    for m in rows:
-        median = f"{statistics.median(m.step_seconds):10.3f}" if m.step_seconds else f"{'-':>10}"
-        print(
-            f"{m.label:34} {m.steps:5d} {m.seconds:7.1f} {m.real_tokens:9d} {m.positions:9d} {m.real_per_second:10.0f} "
-            f"{m.positions_per_second:7.0f} {median} {m.packed_loss:15.4f} {m.speech_loss:10.4f}"
-        )
-    print()
-    print(
-        f"(b) computes {b.positions / b.real_tokens:.2f} positions per real token "
-        f"({1 - b.real_tokens / b.positions:.0%} pad)"
-    )
-    if a32:
-        print(
-            f"speed-up split (real tokens/s, total | median): packing (a32)/(b) "
-            f"{a32.real_per_second / b.real_per_second:.2f}x | "
-            f"{a32.median_real_per_second / b.median_real_per_second:.2f}x; bf16 (a)/(a32) "
-            f"{a.real_per_second / a32.real_per_second:.2f}x | "
-            f"{a.median_real_per_second / a32.median_real_per_second:.2f}x"
-        )
-    print(
-        f"speed (a)/(b), real tokens/s over summed step time: {total_speedup:.2f}x "
-        f"({a.real_per_second:.0f} vs {b.real_per_second:.0f})"
-    )
-    print(
-        f"speed (a)/(b), real tokens/s by median step:        {median_speedup:.2f}x "
-        f"({a.median_real_per_second:.0f} vs {b.median_real_per_second:.0f})"
-    )
-    print(
-        f"held-out loss after equal real tokens ({a.real_tokens} vs {b.real_tokens}): packed (a) {a.packed_loss:.4f} "
-        f"vs (b) {b.packed_loss:.4f}; per speech (a) {a.speech_loss:.4f} vs (b) {b.speech_loss:.4f}"
-    )
-    if a_eq:
-        print(
-            f"held-out loss after (b)'s training time ({a_eq.steps} steps of (a)): packed (a) {a_eq.packed_loss:.4f} "
-            f"vs (b) {b.packed_loss:.4f}; per speech (a) {a_eq.speech_loss:.4f} vs (b) {b.speech_loss:.4f}"
-        )
-    met = speedup >= TARGET_SPEEDUP and loss_gap <= LOSS_TOLERANCE
-    print(
-        f"verdict: {'MET' if met else 'MISSED'} target >= {TARGET_SPEEDUP}x real tokens/s at equal or better held-out "
-        f"loss: {speedup:.2f}x (lower estimate), loss (a)-(b) {loss_gap:+.4f} nats at equal real tokens"
-    )
+    training = hubstyle_training(steps)
+    blocks = build_blocks(as_conversations(read_pairs(Path(plan["train_file"]))), load_tokenizer(plan["base"]),
+                          MAX_LENGTH, what="training conversations")
+    model, _ = prepare_model(plan["base"], training)
+    train_loop(model, blocks, loop_settings(training, 1))  # kernel set-up, not profiled
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        result = train_loop(model, blocks, loop_settings(training, steps))
+    vocab = model.get_base_model().config.vocab_size
+    categories: dict[str, float] = {}
+    top = []
+    for event in prof.key_averages(group_by_input_shape=True):
+        seconds = event.self_cpu_time_total / 1e6
+        category = op_category(event.key, event.input_shapes, vocab, LORA["r"])
+        categories[category] = categories.get(category, 0.0) + seconds
+        top.append((seconds, event.key, str(event.input_shapes)[:90], event.count, category))
+    top.sort(reverse=True)
+    total = sum(categories.values())
     return {
-        "a_real_tokens_per_s": a.real_per_second,
-        "b_real_tokens_per_s": b.real_per_second,
-        "b_positions_per_s": b.positions_per_second,
-        "speedup_total": total_speedup,
-        "speedup_median": median_speedup,
-        "a_held_out_loss": a.packed_loss,
-        "b_held_out_loss": b.packed_loss,
+        "steps": steps,
+        "seconds": result.seconds,
+        "tokens_per_s": result.tokens / result.seconds,
+        "self_cpu_s_total": total,
+        "categories": dict(sorted(categories.items(), key=lambda kv: -kv[1])),
+        "top_ops": [{"self_s": s, "op": k, "shapes": sh, "calls": c, "category": cat} for s, k, sh, c, cat in top[:25]],
     }
+
+
+def op_category(name: str, shapes: list, vocab: int, rank: int) -> str:
+    """Return the part of the model an aten op's time belongs to, judged by its name and input shapes."""
+    dims = {d for shape in shapes if isinstance(shape, (list, tuple)) for d in shape}
+    if any(k in name for k in ("mm", "addmm", "linear", "matmul", "bmm")) and "bmm" not in name:
+        if vocab in dims:
+            return "vocab projection (matmul)"
+        if rank in dims:
+            return "LoRA matmuls"
+        return "frozen linear matmuls"
+    if "attention" in name or "bmm" in name or "softmax" in name and vocab not in dims:
+        return "attention"
+    if "bernoulli" in name or "dropout" in name or name == "aten::div_":
+        return "LoRA dropout (mask, scale)"
+    if "silu" in name:
+        return "SiLU"
+    if any(k in name for k in ("rsqrt", "pow", "mean")):
+        return "RMSNorm (pow, mean, rsqrt)"
+    if vocab in dims or "cross_entropy" in name or "nll_loss" in name or "log_softmax" in name:
+        return "vocab: softmax / loss"
+    if any(k in name for k in ("copy_", "_to_copy", "aten::to", "clone", "contiguous")):
+        return "casts and copies"
+    if "_foreach" in name or "adam" in name.lower() or "addcdiv" in name or "lerp" in name:
+        return "optimizer"
+    if "mask" in name or "where" in name or "arange" in name or "eq" == name.split("::")[-1]:
+        return "masks and indices"
+    return "other elementwise (mul/add: norms, SiLU*up, LoRA scale and sum, residuals)"
+
+
+def worker(config: str, plan_file: Path) -> None:
+    """Run one configuration (or the profile) in this process and write its figures as JSON beside the plan."""
+    quiet_libraries()
+    plan = json.loads(plan_file.read_text(encoding="utf-8"))
+    torch.set_num_threads(plan["threads"])
+    torch.manual_seed(SEED)
+    out = Path(plan["work"]) / f"{config}-{plan['repeat']}"
+    out.mkdir(parents=True, exist_ok=True)
+    if config == "P":
+        figures = profile_hubstyle(plan)
+    elif config in ("C", "D"):
+        figures = run_hubstyle(config, plan, out)
+    else:
+        figures = run_trl(config, plan, out)
+    figures["threads"] = torch.get_num_threads()
+    figures["adapter"] = str(out / "adapter")
+    (out / "figures.json").write_text(json.dumps(figures, indent=2), encoding="utf-8")
+
+
+def launch(config: str, plan: dict, work: Path) -> dict:
+    """Return the figures of `config` run in a fresh Python process (same threads for all), after printing a line."""
+    plan_file = work / f"plan-{config}-{plan['repeat']}.json"
+    plan_file.write_text(json.dumps(plan), encoding="utf-8")
+    env = dict(os.environ, OMP_NUM_THREADS=str(plan["threads"]), MKL_NUM_THREADS=str(plan["threads"]),
+               TOKENIZERS_PARALLELISM="false", HUBSTYLE_QUIET="1")
+    log = work / f"log-{config}-{plan['repeat']}.txt"
+    load = load_average()
+    began = time.perf_counter()
+    with log.open("w") as f:
+        done = subprocess.run([sys.executable, __file__, "--worker", config, "--plan", str(plan_file)],
+                              stdout=f, stderr=subprocess.STDOUT, env=env)
+    if done.returncode:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        raise SystemExit(f"worker {config} failed (exit {done.returncode}); last lines of {log}:\n{tail}")
+    figures = json.loads((work / f"{config}-{plan['repeat']}" / "figures.json").read_text(encoding="utf-8"))
+    figures["load_before"] = load
+    figures["process_s"] = time.perf_counter() - began
+    if config != "P":
+        print(f"  {LABELS[config]:30} repeat {plan['repeat'] + 1}: {figures['steps']} steps, "
+              f"{figures['real_tokens']} real tokens in {figures['seconds']:.1f}s = {figures['tokens_per_s']:.0f} "
+              f"tokens/s (process {figures['process_s']:.0f}s, load before {load:.2f})", flush=True)
+    return figures
+
+
+# --- scoring and FLOPs ----------------------------------------------------------------------------------------------
+
+
+def held_out_loss(base: str, adapter: str | None, blocks) -> float:
+    """Return the mean assistant-token NLL (fp32) of the base with `adapter` loaded (None: the base alone)."""
+    from peft import PeftModel
+
+    from hubstyle.loop import mean_nll
+    from hubstyle.models import load_base
+
+    model = load_base(base, dtype=torch.float32)
+    if adapter:
+        model = PeftModel.from_pretrained(model, adapter)
+    return mean_nll(model, blocks, batch_size=BATCH, bf16=False)
+
+
+def flop_model(base: str) -> dict:
+    """Return the sizes the FLOP count needs: frozen linear params in the blocks, LoRA params, width, layers, vocab."""
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(base)
+    d, ff, layers = c.hidden_size, c.intermediate_size, c.num_hidden_layers
+    head_dim = getattr(c, "head_dim", None) or d // c.num_attention_heads
+    q_out, kv_out = c.num_attention_heads * head_dim, c.num_key_value_heads * head_dim
+    shapes = {"q_proj": (d, q_out), "k_proj": (d, kv_out), "v_proj": (d, kv_out), "o_proj": (q_out, d),
+              "gate_proj": (d, ff), "up_proj": (d, ff), "down_proj": (ff, d)}
+    linear = layers * sum(i * o for i, o in shapes.values())
+    lora = layers * sum(LORA["r"] * (i + o) for name, (i, o) in shapes.items() if name in TARGET_MODULES)
+    return {"linear": linear, "lora": lora, "attn_width": q_out, "layers": layers, "vocab": c.vocab_size, "d": d}
+
+
+def hubstyle_flops(blocks, steps: int, sizes: dict) -> dict:
+    """Return the FLOPs of hubstyle's planned run (the exact batches of `batch_order`), split by part.
+
+    Per real token: frozen linears 2N forward + 2N backward (activation gradients only: the weights are frozen);
+    LoRA 2L forward + 4L backward (activation and weight gradients); causal attention within the sample,
+    QK^T and AV, 4 * width * (position + 1) per layer forward and twice that backward. Per trained (assistant) token,
+    the vocabulary projection 2 * V * d forward + 2 * V * d backward (hubstyle computes logits only there; the tied
+    embedding is frozen). Padding positions count nothing: they are not useful work.
+    """
+    from hubstyle.chat import IGNORE_INDEX
+    from hubstyle.loop import batch_order
+
+    real = trained = attended = 0
+    for step in range(steps):
+        batch = blocks[batch_order(len(blocks), BATCH, step, SEED)]
+        lengths = batch.lengths
+        for row in range(len(batch)):
+            n = int(lengths[row])
+            real += n
+            attended += int((batch.position_ids[row, :n] + 1).sum())
+        trained += int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
+    linear = real * 4 * sizes["linear"]
+    lora = real * 6 * sizes["lora"]
+    attention = attended * 12 * sizes["attn_width"] * sizes["layers"]
+    head = trained * 4 * sizes["vocab"] * sizes["d"]
+    return {"real_tokens": real, "trained_tokens": trained, "linear": linear, "lora": lora, "attention": attention,
+            "vocab_head": head, "total": linear + lora + attention + head, "total_without_attention": linear + lora + head}
+
+
+# --- main -----------------------------------------------------------------------------------------------------------
+
+
+def prepare(work: Path, threads: int) -> dict:
+    """Return the run's plan (base, data files, steps per config) after writing the shared data under `work`."""
+    from hubstyle.bases import SMOLLM2_ID, dequantized_folder
+    from hubstyle.data.sources import data_dir
+    from hubstyle.models import load_tokenizer
+
+    base = str(dequantized_folder(SMOLLM2_ID))
+    tokenizer = load_tokenizer(base)
+    root = data_dir()
+    if root is None or not (root / "tinyshakespeare" / "input.txt").is_file():
+        raise SystemExit("set HUBSTYLE_DATA_DIR to the folder that holds tinyshakespeare/input.txt")
+    text_path = root / "tinyshakespeare" / "input.txt"
+    train_text, held_text = split_text(text_path.read_text(encoding="utf-8"), HELD_OUT_SHARE)
+    train, dropped = conversations(train_text, tokenizer, MAX_LENGTH)
+    held, held_dropped = conversations(held_text, tokenizer, MAX_LENGTH)
+    held = held[:HELD_OUT_CONVERSATIONS]
+    write_pairs(train, work / "train.jsonl")
+    write_pairs(held, work / "held_out.jsonl")
+    return {"base": base, "train_file": str(work / "train.jsonl"), "held_file": str(work / "held_out.jsonl"),
+            "work": str(work), "threads": threads, "text": str(text_path),
+            "n_train": len(train), "n_train_dropped": dropped, "n_held": len(held), "n_held_dropped": held_dropped}
+
+
+def plan_steps(plan: dict, steps: int) -> tuple[dict, dict, object]:
+    """Return (steps per config, warmup per config, hubstyle's training blocks): A gets C's real-token budget, D A's
+    step count; warmup is hubstyle's rule for each step count."""
+    from hubstyle.chat import encode
+    from hubstyle.loop import batch_order
+    from hubstyle.models import load_tokenizer
+    from hubstyle.packing import build_blocks
+    from hubstyle.train import loop_settings
+
+    tokenizer = load_tokenizer(plan["base"])
+    convs = as_conversations(read_pairs(Path(plan["train_file"])))
+    blocks = build_blocks(convs, tokenizer, MAX_LENGTH, what="training conversations")
+    c_tokens = sum(int(blocks[batch_order(len(blocks), BATCH, s, SEED)].lengths.sum()) for s in range(steps))
+    mean_conversation = statistics.mean(len(encode(c, tokenizer).ids) for c in convs)
+    a_steps = max(steps, round(c_tokens / (BATCH * mean_conversation)))
+    def warmup(n: int) -> int:
+        return loop_settings(hubstyle_training(n), n).warmup_steps
+
+    plan["planned_c_tokens"] = c_tokens
+    plan["mean_conversation_tokens"] = mean_conversation
+    plan["n_blocks"] = len(blocks)
+    return ({"A": a_steps, "B": steps, "C": steps, "D": a_steps},
+            {"A": warmup(a_steps), "B": warmup(steps), "C": warmup(steps), "D": warmup(a_steps)}, blocks)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Return all figures after running the configurations interleaved and printing the comparison."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="optimizer steps of B and C (A: equal tokens)")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of A B C D, interleaved")
+    parser.add_argument("--out", type=Path, default=None, help="write every figure to this JSON file")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch/OMP threads, all configs")
+    parser.add_argument("--profile", choices=("auto", "yes", "no"), default="auto",
+                        help="profile one hubstyle step (auto: when it trains under 500 tokens/s)")
+    parser.add_argument("--only", default="ABCD", help="run a subset of the configurations (development)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--plan", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args.worker, args.plan)
+        return {}
+
+    quiet_libraries()
+    torch.set_num_threads(args.threads)
+    peak = bf16_peak_gflops()
+    print(f"CPU: {os.cpu_count()} cores, {args.threads} threads per run; bf16 matmul peak (2048^2, best of 5): "
+          f"{peak:.0f} GFLOP/s; load average {load_average():.2f}", flush=True)
+
+    work = Path(tempfile.mkdtemp(prefix="hubstyle-train-bench-"))
+    plan = prepare(work, args.threads)
+    steps, warmup, blocks = plan_steps(plan, args.steps)
+    plan.update(steps=steps, warmup=warmup)
+    print(f"base {plan['base']}\ndata: {plan['n_train']} training conversations ({plan['n_train_dropped']} longer "
+          f"than {MAX_LENGTH} tokens dropped), {plan['mean_conversation_tokens']:.1f} tokens each on average = "
+          f"{plan['n_blocks']} packed blocks; held-out: {plan['n_held']} conversations from the last "
+          f"{HELD_OUT_SHARE:.0%} of the text", flush=True)
+    print(f"plan: {steps['B']} steps of B and C (C's batches hold {plan['planned_c_tokens']} real tokens); "
+          f"{steps['A']} steps of A for about as many, and of D; warmup {warmup}", flush=True)
+
+    runs: dict[str, list[dict]] = {c: [] for c in args.only}
+    for repeat in range(args.repeats):
+        for config in args.only:
+            runs[config].append(launch(config, {**plan, "repeat": repeat}, work))
+    slow = "C" in runs and statistics.median(f["tokens_per_s"] for f in runs["C"]) < MIN_TOKENS_PER_S
+    profile = launch("P", {**plan, "repeat": 0}, work) if args.profile == "yes" or args.profile == "auto" and slow else None
+
+    print("scoring held-out conversations (fp32, hubstyle.loop.mean_nll) ...", flush=True)
+    from hubstyle.models import load_tokenizer
+    from hubstyle.packing import build_blocks
+
+    held_blocks = build_blocks(as_conversations(read_pairs(Path(plan["held_file"]))), load_tokenizer(plan["base"]),
+                               MAX_LENGTH, what="held-out conversations")
+    losses = {"base": held_out_loss(plan["base"], None, held_blocks)}
+    for config, figures in runs.items():
+        losses[config] = held_out_loss(plan["base"], figures[0]["adapter"], held_blocks)
+
+    sizes = flop_model(plan["base"])
+    report = summarize(args, peak, plan, runs, losses, sizes, blocks, held_blocks, profile)
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+        print(f"figures written to {args.out}")
+    return report
+
+
+def summarize(args, peak: float, plan: dict, runs: dict, losses: dict, sizes: dict, blocks, held_blocks,
+              profile: dict | None) -> dict:
+    """Return the report (and print it): per-config speed and loss, ratios, hubstyle's MFU, targets."""
+    speed = {c: statistics.median(f["tokens_per_s"] for f in figs) for c, figs in runs.items()}
+    print()
+    print(f"{'':31} {'steps':>5} {'real tok':>9} {'positions':>9} {'seconds':>8} {'tok/s':>7} {'held-out':>9} "
+          f" precision / masking")
+    for config, figs in runs.items():
+        f = figs[0]
+        e = f["engine"]
+        seconds = statistics.median(x["seconds"] for x in figs)
+        how = (f"weights {e['frozen_weight_dtype'].replace('torch.', '')}, autocast {e['mixed_precision']}, "
+               f"grad ckpt {'on' if e['gradient_checkpointing'] else 'off'}, attention {e['attn_implementation']}, "
+               + ("packed" + (" padding-free" if e["padding_free"] else "") if e["packing"] else "padded"))
+        print(f"{LABELS[config]:31} {f['steps']:5d} {f['real_tokens']:9d} {f['positions']:9d} {seconds:8.1f} "
+              f"{speed[config]:7.0f} {losses[config]:9.4f}  {how}")
+    print(f"{'base model, no adapter':31} {'':5} {'':9} {'':9} {'':8} {'':7} {losses['base']:9.4f}")
+    print(f"held-out: {held_blocks.trained_tokens()} assistant tokens in {len(held_blocks)} blocks; "
+          f"speeds are the median of {args.repeats} run(s) each")
+    print("masking: A and B = TRL completion-only loss on a conversational prompt/completion dataset (everything "
+          "after the prompt's generation prompt); C = hubstyle's assistant-only labels; held-out loss: hubstyle's "
+          "labels for all")
+    if "A" in runs and runs["A"][0].get("mask_check"):
+        m = runs["A"][0]["mask_check"]
+        print(f"mask check on {m['checked']} conversations: same ids {m['same_ids']}/{m['checked']}, same loss mask "
+              f"{m['same_ids_and_mask']}/{m['checked']}; trained tokens TRL {m['trl_trained_tokens']} vs hubstyle "
+              f"{m['hubstyle_trained_tokens']}; only TRL trains {m['only_trl_trains'] or '-'}, only hubstyle trains "
+              f"{m['only_hubstyle_trains'] or '-'}")
+
+    report: dict = {"peak_bf16_gflops": peak, "plan": plan, "runs": runs, "held_out_loss": losses,
+                    "tokens_per_s": speed, "targets": {}}
+    checks = []
+    if "C" in runs:
+        flops = hubstyle_flops(blocks, runs["C"][0]["steps"], sizes)
+        seconds = statistics.median(f["seconds"] for f in runs["C"])
+        achieved = flops["total"] / seconds / 1e9
+        achieved_no_attn = flops["total_without_attention"] / seconds / 1e9
+        report["hubstyle_flops"] = {**flops, "sizes": sizes, "gflops_per_s": achieved, "mfu": achieved / peak,
+                                    "mfu_without_attention": achieved_no_attn / peak}
+        print()
+        print(f"hubstyle FLOPs (useful work, padding excluded): per real token 4N + 6L + attention, N = "
+              f"{sizes['linear'] / 1e6:.1f}M frozen linear params in the blocks (fwd 2N + activation-grad bwd 2N), "
+              f"L = {sizes['lora'] / 1e6:.2f}M LoRA params (fwd 2L + bwd 4L), causal attention within each sample "
+              f"12 * {sizes['attn_width']} * (pos+1) per layer (fwd 4, bwd 8); per trained token the vocab head "
+              f"4 * {sizes['vocab']} * {sizes['d']}")
+        print(f"  {flops['total'] / 1e12:.2f} TFLOP in {seconds:.1f}s = {achieved:.0f} GFLOP/s = "
+              f"{achieved / peak:.1%} of the {peak:.0f} GFLOP/s bf16 peak ({achieved_no_attn / peak:.1%} without "
+              f"attention); split: linear {flops['linear'] / flops['total']:.0%}, LoRA {flops['lora'] / flops['total']:.0%}, "
+              f"attention {flops['attention'] / flops['total']:.0%}, vocab head {flops['vocab_head'] / flops['total']:.0%}")
+        if flops["real_tokens"] != runs["C"][0]["real_tokens"]:
+            print(f"  note: planned {flops['real_tokens']} real tokens, the run reported {runs['C'][0]['real_tokens']}")
+        checks.append(("C >= 500 tokens/s", speed["C"] >= MIN_TOKENS_PER_S, f"{speed['C']:.0f} tokens/s"))
+        for other, target in (("A", SPEEDUP_VS_A), ("B", SPEEDUP_VS_B)):
+            if other in runs:
+                ratio = speed["C"] / speed[other]
+                report[f"ratio_C_over_{other}"] = ratio
+                checks.insert(0 if other == "A" else 1,
+                              (f"C >= {target:g}x {other}", ratio >= target, f"{ratio:.2f}x"))
+                gap = losses["C"] - losses[other]
+                checks.append((f"C held-out loss <= {other}'s + {LOSS_TOLERANCE}", gap <= LOSS_TOLERANCE,
+                               f"{losses['C']:.4f} vs {losses[other]:.4f} ({gap:+.4f})"))
+    if "D" in runs and "A" in runs:
+        d_seconds = statistics.median(f["seconds"] for f in runs["D"])
+        a_seconds = statistics.median(f["seconds"] for f in runs["A"])
+        gap = losses["D"] - losses["A"]
+        report["equal_steps"] = {"steps": runs["D"][0]["steps"], "loss_D": losses["D"], "loss_A": losses["A"],
+                                 "seconds_D": d_seconds, "seconds_A": a_seconds}
+        print()
+        print(f"equal optimizer steps ({runs['D'][0]['steps']}): hubstyle (D) {losses['D']:.4f} in {d_seconds:.0f}s "
+              f"on {runs['D'][0]['real_tokens']} tokens vs TRL defaults (A) {losses['A']:.4f} in {a_seconds:.0f}s on "
+              f"{runs['A'][0]['real_tokens']} tokens")
+        checks.append((f"D (A's steps) held-out loss <= A's + {LOSS_TOLERANCE}, in less time",
+                       gap <= LOSS_TOLERANCE and d_seconds < a_seconds,
+                       f"{losses['D']:.4f} vs {losses['A']:.4f} ({gap:+.4f}), {d_seconds:.0f}s vs {a_seconds:.0f}s"))
+    if checks:
+        print()
+        for name, ok, value in checks:
+            print(f"  {'PASS' if ok else 'FAIL'}  {name}: {value}")
+            report["targets"][name] = {"pass": ok, "value": value}
+    if profile:
+        report["profile"] = profile
+        print()
+        print(f"profile of {profile['steps']} hubstyle step(s) ({profile['tokens_per_s']:.0f} tokens/s under the "
+              f"profiler), self CPU time by part ({profile['self_cpu_s_total']:.1f}s in all):")
+        for name, seconds in profile["categories"].items():
+            print(f"  {name:75} {seconds:7.2f}s {seconds / profile['self_cpu_s_total']:6.1%}")
+        print("  top ops:")
+        for op in profile["top_ops"][:15]:
+            print(f"    {op['self_s']:6.2f}s x{op['calls']:<5} {op['op']:42} {op['category'][:26]:26} {op['shapes']}")
+    return report
 
 
 if __name__ == "__main__":
