@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -586,6 +587,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch/OMP threads, all configs")
     parser.add_argument("--profile", choices=("auto", "yes", "no"), default="auto",
                         help="profile one hubstyle step (auto: when it trains under 500 tokens/s)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (data, adapters, worker logs)")
     parser.add_argument("--only", default="ABCD", help="run a subset of the configurations (development)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--plan", type=Path, default=None, help=argparse.SUPPRESS)
@@ -633,6 +635,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out:
         args.out.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
         print(f"figures written to {args.out}")
+    if args.keep:
+        print(f"data, adapters and worker logs kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return report
 
 
