@@ -328,8 +328,9 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
     # bitsandbytes on a CPU without its optional `kernels` package; peft checking an offline base's vocabulary
-    warnings.filterwarnings("ignore", message=".*kernels-community.*")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # logs "kernels-community" on CPUs without `kernels`
     warnings.filterwarnings("ignore", message=".*Could not find a config file in.*")
+    warnings.filterwarnings("ignore", message=".*Unable to fetch remote file.*")
     warnings.filterwarnings("ignore", message=".*loss_type=None.*")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.getLogger("transformers").setLevel(logging.ERROR)
