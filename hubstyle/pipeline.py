@@ -8,16 +8,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hubstyle.config import RunConfig
-from hubstyle.data import Splits, split_blocks
-from hubstyle.data import Conversation
-from hubstyle.dataset import StyleData, build_style_data, generic_splits, sample_text, style_blocks
+from hubstyle.bases import TINY_BASE, resolve_base
 from hubstyle.chat import IGNORE_INDEX
+from hubstyle.config import RunConfig
+from hubstyle.data import Conversation, Splits, split_blocks
+from hubstyle.dataset import StyleData, build_style_data, generic_splits, sample_text, style_blocks
 from hubstyle.errors import HubstyleError
 from hubstyle.layout import RunLayout
-from hubstyle.pretrain import PRETRAIN_REPORT, BigramBaseline, pretrain_base
-from hubstyle.bases import TINY_BASE, resolve_base
 from hubstyle.models import check_cutoff
+from hubstyle.pretrain import PRETRAIN_REPORT, BigramBaseline, pretrain_base
 from hubstyle.train import TrainReport, train
 
 METRICS_SCHEMA = "hubstyle.metrics/1"

@@ -28,7 +28,7 @@ from transformers.generation.streamers import BaseStreamer  # noqa: E402
 
 from hubstyle.card import check_repo_id  # noqa: E402
 from hubstyle.errors import HubstyleError  # noqa: E402
-from hubstyle.models import BASE_ADAPTER_NAME, autocast, load_adapters, load_base, load_tokenizer  # noqa: E402
+from hubstyle.models import BASE_ADAPTER_NAME, autocast, context_length, load_adapters, load_base, load_tokenizer  # noqa: E402
 
 SPACE_CONFIG_FILE = "space_config.json"
 DEMO_TABLE_FILE = "demo_table.json"
@@ -263,7 +263,7 @@ class SideBySide:
         self.eos_token_ids = [eos] if isinstance(eos, int) else list(eos or [])
         if chat is not None and tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in self.eos_token_ids:
             self.eos_token_ids.append(tokenizer.eos_token_id)  # the end of the assistant's turn
-        self.context_length = getattr(model.config, "max_position_embeddings", None)
+        self.context_length = context_length(model)
 
     @classmethod
     def load(cls, settings: SpaceSettings) -> "SideBySide":

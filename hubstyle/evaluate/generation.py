@@ -15,7 +15,7 @@ import torch
 
 from hubstyle.errors import HubstyleError
 from hubstyle.loop import quiet
-from hubstyle.models import BASE_ADAPTER_NAME, autocast
+from hubstyle.models import BASE_ADAPTER_NAME, autocast, context_length
 
 
 def adapter_names_of(model) -> list[str]:
@@ -93,7 +93,7 @@ def _generate_kwargs(
 
 
 def _check_context(model, prompt_tokens: int, max_new_tokens: int) -> None:
-    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    limit = context_length(model)
     if limit and prompt_tokens + max_new_tokens > limit:
         raise HubstyleError(
             f"the longest prompt is {prompt_tokens} tokens and max_new_tokens is {max_new_tokens}, but the model "
