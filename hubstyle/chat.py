@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from hubstyle.config import CHAT_TEMPLATES  # auto: the template else plain | model: the template only | plain
 from hubstyle.data.chat import Conversation
 from hubstyle.errors import HubstyleError
 
 IGNORE_INDEX = -100
-TEMPLATE_CHOICES = ("auto", "model", "plain")  # model's template else plain | model's only | always plain
 PLAIN_USER, PLAIN_ASSISTANT = "User", "Assistant"
 
 
@@ -35,8 +35,8 @@ class Encoded:
 
 def chat_format(tokenizer, template: str = "auto") -> str:
     """Return 'model' when conversations render with the tokenizer's chat template, 'plain' for `Name: line`."""
-    if template not in TEMPLATE_CHOICES:
-        raise HubstyleError(f"chat.template is {template!r}; valid values: {', '.join(TEMPLATE_CHOICES)}")
+    if template not in CHAT_TEMPLATES:
+        raise HubstyleError(f"chat.template is {template!r}; valid values: {', '.join(CHAT_TEMPLATES)}")
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if template == "model" and not has_template:
         name = getattr(tokenizer, "name_or_path", "the base")
@@ -59,11 +59,6 @@ def encode(item: str | Conversation, tokenizer, template: str = "auto") -> Encod
     else:
         text, spans = _plain_spans(item, tokenizer)
     return _labelled(text, spans, tokenizer)
-
-
-def encode_all(items: Sequence[str | Conversation], tokenizer, template: str = "auto") -> list[Encoded]:
-    """Return every sample encoded (see :func:`encode`)."""
-    return [encode(item, tokenizer, template) for item in items]
 
 
 def render_prompt(messages: list[dict[str, str]], tokenizer, template: str = "auto") -> str:

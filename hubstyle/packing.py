@@ -67,11 +67,6 @@ class Blocks:
         """Return how many tokens are text, not padding."""
         return int(self.lengths.sum()) if self.lengths is not None else self.input_ids.numel()
 
-    @property
-    def shape(self) -> torch.Size:
-        """Return [n_blocks, block_size]."""
-        return self.input_ids.shape
-
     def trained_tokens(self) -> int:
         """Return how many (shifted) target positions carry the loss."""
         return int((self.labels[:, 1:] != IGNORE_INDEX).sum())

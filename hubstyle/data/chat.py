@@ -43,9 +43,6 @@ class Conversation:
         """Return the trained assistant turns' text, one turn per paragraph (what a style classifier reads)."""
         return "\n\n".join(self.messages[i]["content"] for i in self.trained_turns())
 
-    def __len__(self) -> int:  # rough size, for summaries
-        return sum(len(m["content"]) for m in self.messages)
-
 
 def check_messages(messages: object, where: str) -> None:
     """Raise a one-line HubstyleError unless ``messages`` is a list of known-role messages with an assistant turn."""
