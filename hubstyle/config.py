@@ -49,9 +49,12 @@ class DialogueConfig:
     keep_narration: bool = False
     render: str | None = None  # chat | text; None: chat when a speaker is set, else the text is used as it is
     prompts: str = "script"  # chat user turns: script (the lines before) | questions (modern questions about the answer)
+    min_answer_words: int | None = None  # chat samples with shorter answers are dropped; None: 5 for questions, else 1
 
     def __post_init__(self) -> None:
         _check_range("dialogue.rounds", self.rounds, low=0)
+        if self.min_answer_words is not None:
+            _check_range("dialogue.min_answer_words", self.min_answer_words, low=1)
         if self.render is not None:
             _check_choice("dialogue.render", self.render, DIALOGUE_RENDERS)
         _check_choice("dialogue.prompts", self.prompts, DIALOGUE_PROMPTS)

@@ -15,7 +15,7 @@ from hubstyle.data import (
     load_corpus,
     split_blocks,
 )
-from hubstyle.data.chat import question_prompts
+from hubstyle.data.chat import MIN_ANSWER_WORDS, long_answers, question_prompts
 from hubstyle.errors import HubstyleError
 
 
@@ -71,7 +71,11 @@ def style_blocks(cfg: RunConfig) -> dict[str, list[str | Conversation]]:
         d = cfg.dialogue
         if mode == "chat":
             samples = dialogue_conversations(corpus.text(), d.speaker, d.rounds, d.keep_narration)
-            out[corpus_cfg.label] = question_prompts(samples, cfg.split.seed) if d.prompts == "questions" else samples
+            if d.prompts == "questions":
+                samples = question_prompts(samples, cfg.split.seed, min_words=d.min_answer_words or MIN_ANSWER_WORDS)
+            elif d.min_answer_words:
+                samples = long_answers(samples, d.min_answer_words)
+            out[corpus_cfg.label] = samples
         elif mode == "text":
             samples = extract_dialogue(corpus.text(), d.speaker, rounds=d.rounds, keep_narration=d.keep_narration)
             out[corpus_cfg.label] = [s.text() for s in samples]

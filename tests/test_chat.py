@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -344,3 +345,59 @@ def test_gradient_checkpointing_gives_the_same_update(chat_base, chat_tok):
     assert weights[0].keys() == weights[1].keys()
     for name, value in weights[0].items():
         assert torch.allclose(value, weights[1][name], atol=1e-5), name
+
+
+SPEECHES = """PAGE:
+My lord?
+
+KING:
+The crown sits heavy on a weary head tonight.
+
+PAGE:
+Yes.
+
+KING:
+Go fetch my horse and saddle it with gold and silver bells.
+
+PAGE:
+At once, my lord.
+"""
+
+
+def test_question_prompts_ask_about_the_answers_own_words_and_skip_short_answers():
+    from hubstyle.data.chat import question_prompts
+
+    samples = question_prompts(dialogue_conversations(SPEECHES, None, 1, False), seed=0, min_words=5)
+    answers = [s.messages[1]["content"] for s in samples]
+    assert answers == ["The crown sits heavy on a weary head tonight.",
+                       "Go fetch my horse and saddle it with gold and silver bells."]
+    for sample in samples:
+        question, answer = sample.messages[0]["content"], sample.messages[1]["content"].lower()
+        asked = set(re.findall(r"[a-z]+", question.lower())) & set(re.findall(r"[a-z]{4,}", answer))
+        assert sample.messages[0]["role"] == "user" and sample.loss_on == "last" and asked, question
+    assert len(question_prompts(dialogue_conversations(SPEECHES, None, 1, False), min_words=11)) == 1
+    with pytest.raises(HubstyleError, match="no answer of 13\\+ words .*dialogue.min_answer_words"):
+        question_prompts(dialogue_conversations(SPEECHES, None, 1, False), min_words=13)
+
+
+def test_min_answer_words_drops_short_answers_from_script_conversations(tmp_path):
+    from hubstyle.config import RunConfig, from_dict
+    from hubstyle.dataset import style_blocks
+
+    script = tmp_path / "play.txt"
+    script.write_text(SPEECHES, encoding="utf-8")
+    base = {"base_model": "owner/base", "output_dir": str(tmp_path / "run"), "corpora": [{"source": str(script)}]}
+    cfg = from_dict(RunConfig, {**base, "dialogue": {"render": "chat", "rounds": 1}})
+    assert len(style_blocks(cfg)[cfg.corpora[0].label]) == 4  # every speech that answers one before it
+    cfg = from_dict(RunConfig, {**base, "dialogue": {"render": "chat", "rounds": 1, "min_answer_words": 4}})
+    kept = style_blocks(cfg)[cfg.corpora[0].label]
+    assert [s.messages[-1]["content"] for s in kept] == [
+        "The crown sits heavy on a weary head tonight.",
+        "Go fetch my horse and saddle it with gold and silver bells.",
+        "At once, my lord.",  # four words: kept; "Yes." is not
+    ]
+    cfg = from_dict(RunConfig, {**base, "dialogue": {"render": "chat", "rounds": 1, "min_answer_words": 40}})
+    with pytest.raises(HubstyleError, match="no answer has 40\\+ words \\(the longest has 12\\)"):
+        style_blocks(cfg)
+    with pytest.raises(HubstyleError, match="min_answer_words"):
+        from_dict(RunConfig, {**base, "dialogue": {"render": "chat", "min_answer_words": 0}})

@@ -197,13 +197,26 @@ _STOP = frozenset(
 )
 
 
-def question_prompts(samples: list[Conversation], seed: int = 0) -> list[Conversation]:
+def long_answers(samples: list[Conversation], min_words: int) -> list[Conversation]:
+    """Return the samples whose last trained answer has at least ``min_words`` words (one-line error if none has).
+
+    Short lines ("Is he good?") carry little of a style: a model trained on them answers in short plain lines.
+    """
+    out = [s for s in samples if len(s.messages[s.trained_turns()[-1]]["content"].split()) >= min_words]
+    if not out:
+        longest = max((len(s.messages[s.trained_turns()[-1]]["content"].split()) for s in samples), default=0)
+        raise HubstyleError(f"no answer has {min_words}+ words (the longest has {longest}); "
+                            "lower dialogue.min_answer_words")
+    return out
+
+
+def question_prompts(samples: list[Conversation], seed: int = 0, min_words: int = MIN_ANSWER_WORDS) -> list[Conversation]:
     """Return the samples with each user turn replaced by a modern question about the answer's own content words.
 
     A chat model meets modern questions, not lines of a play; training on answers to questions that look like the
     ones it will be asked (built from templates and the answer's longest content words: no model writes them, so
     nothing leaks into the style classifier) teaches it to answer such questions in the style. Context turns are
-    dropped: each sample becomes one question and its answer; answers under MIN_ANSWER_WORDS words are skipped.
+    dropped: each sample becomes one question and its answer; answers under ``min_words`` words are skipped.
     """
     import random
 
@@ -215,12 +228,13 @@ def question_prompts(samples: list[Conversation], seed: int = 0) -> list[Convers
         proper = {w.lower() for w in found if w[0].isupper()} - {w for w in found if w[0].islower()}
         words = sorted({w.lower() for w in found if len(w) >= 4} - _STOP, key=lambda w: (-len(w), w))
         words = [w.capitalize() if w in proper else w for w in words]  # names keep their capital
-        if not words or len(answer["content"].split()) < MIN_ANSWER_WORDS:
+        if not words or len(answer["content"].split()) < min_words:
             continue
         templates = QUESTION_TEMPLATES if len(words) > 1 else [t for t in QUESTION_TEMPLATES if "{b}" not in t]
         a, b = rng.sample(words[:6], 2) if len(words) > 1 else (words[0], "")
         question = rng.choice(templates).format(a=a, b=b)
         out.append(Conversation([{"role": "user", "content": question}, answer], loss_on="last", source=sample.source))
     if not out:
-        raise HubstyleError("no answer has a content word to ask about; give longer speeches")
+        raise HubstyleError(f"no answer of {min_words}+ words has a content word to ask about; give longer speeches "
+                            "or lower dialogue.min_answer_words")
     return out
