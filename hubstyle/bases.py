@@ -16,12 +16,12 @@ import os
 import shutil
 import urllib.error
 import urllib.request
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 from hubstyle.errors import HubstyleError
+from hubstyle.fsio import atomic_folder
 
 TINY_BASE = "tiny"  # the base hubstyle pretrains itself (the caller builds it)
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -171,19 +171,12 @@ def dequantized_folder(hub_id: str, log: Callable[[str], None] = print) -> Path:
         for stale in [*root.glob(f".{final.name}.partial-*"), final]:  # left by a killed process; we hold the lock
             shutil.rmtree(stale, ignore_errors=True)
         log(f"dequantizing {gguf.name} (once) into {final} ...")
-        stage = root / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
-        stage.mkdir()
-        try:
+        with atomic_folder(final) as stage:
             facts = {"hub_id": hub_id, "gguf_file": gguf.name, "gguf_sha256": sha, "wheel": wheel.distribution,
                      "wheel_version": _installed_version(wheel.distribution), "dequantized": True}
             facts.update(_dequantize_into(gguf, stage, wheel))
             # written last: a folder with this file is complete
             (stage / BASE_FACTS_FILE).write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
-            _fsync_tree(stage)
-            os.rename(stage, final)
-            _fsync(root)
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
     return final
 
 
@@ -251,19 +244,3 @@ def _installed_version(distribution: str) -> str | None:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def _fsync(path: Path) -> None:
-    """Return None once `path` (file or folder) is flushed to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(folder: Path) -> None:
-    """Return None once every file under `folder`, and the folders themselves, are flushed to disk."""
-    for path in sorted(folder.rglob("*"), reverse=True):
-        _fsync(path)
-    _fsync(folder)

@@ -8,9 +8,11 @@ places the model and wraps it for multi-process runs (`accelerate launch -m hubs
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,10 +23,16 @@ import torch
 
 from hubstyle.chat import IGNORE_INDEX
 from hubstyle.errors import HubstyleError
+from hubstyle.fsio import atomic_folder, distributed_state
 from hubstyle.models import autocast, bf16_supported
 from hubstyle.packing import Blocks, as_blocks
 
 CHECKPOINT_PREFIX = "step-"
+CHECKPOINT_NAME = re.compile(r"step-\d{7}")  # a finished checkpoint's folder; anything else there is ignored
+PROGRESS_FILE = "progress.json"  # written last into a checkpoint: its completion marker
+# Settings a resumed run may change: they move memory, time or logging, never the weights it ends with.
+RESUME_FREE = frozenset({"checkpoint_every", "eval_every", "gradient_accumulation", "gradient_checkpointing", "desc",
+                         "time_budget_s"})
 
 
 @dataclass
@@ -96,6 +104,12 @@ def batch_order(n_blocks: int, batch_size: int, step: int, seed: int) -> torch.T
     return chosen
 
 
+def rank_share(batch_size: int, rank: int, world: int) -> torch.Tensor:
+    """Return the positions in a batch of `batch_size` that process `rank` of `world` trains on (never none while
+    world <= batch_size, which train_loop checks)."""
+    return torch.arange(batch_size)[rank::world]
+
+
 def _unwrap(model):
     """Return the transformers model inside a peft / accelerate wrapper."""
     model = getattr(model, "module", model)  # DistributedDataParallel
@@ -104,6 +118,8 @@ def _unwrap(model):
 
 def _head_and_backbone(model):
     """Return (backbone, output head) when logits can be taken on chosen positions only, else None."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return None  # DDP averages gradients only after a forward through itself: calling inside trains ranks apart
     inner = _unwrap(model)
     config = inner.config
     if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
@@ -169,11 +185,22 @@ def train_loop(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     on_checkpoint: Callable[[Path], None] | None = None,
+    run_config: dict | None = None,
 ) -> LoopResult:
-    """Return the LoopResult of training `model`'s trainable parameters on `train_blocks` in place."""
+    """Return the LoopResult of training `model`'s trainable parameters on `train_blocks` in place.
+
+    Checkpoints record `run_config` (default: `settings`), a hash of the training blocks and `max_steps`; `resume`
+    refuses a checkpoint whose record differs from this run's. A run that does not resume starts its checkpoint
+    folder over.
+    """
     from accelerate import Accelerator
+    from accelerate.utils import broadcast
     from tqdm.auto import tqdm
 
+    world = distributed_state().num_processes  # gloo on CPUs: set up before Accelerator() settles on one process
+    if world > settings.batch_size:
+        raise HubstyleError(f"training.batch_size is {settings.batch_size} but {world} processes train: each needs at "
+                            f"least one sequence a step; raise batch_size to {world} or more")
     accelerator = Accelerator()
     torch.manual_seed(settings.seed)
     train_blocks = as_blocks(train_blocks)
@@ -191,17 +218,18 @@ def train_loop(
     model, optimizer = accelerator.prepare(model, optimizer)
     use_bf16 = settings.bf16 and bf16_supported(accelerator.device)
 
+    fingerprint = run_fingerprint(settings, train_blocks, run_config)
     start_step, history, seconds_before = 0, [], 0.0
     if resume:
         ckpt = latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
         if ckpt is None:
             raise HubstyleError(f"nothing to resume: no checkpoint under '{checkpoint_dir}'")
+        check_resumable(ckpt, fingerprint)
         start_step, history, seconds_before = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer)
+    elif checkpoint_dir and accelerator.is_main_process:
+        clear_checkpoints(checkpoint_dir)  # a fresh run: its predecessor's checkpoints would resume the wrong run
 
-    world, rank = accelerator.num_processes, accelerator.process_index
-    if world > settings.batch_size:
-        raise HubstyleError(f"training.batch_size is {settings.batch_size} but {world} processes train: each needs at "
-                            f"least one sequence a step; raise batch_size to {world} or more")
+    rank = accelerator.process_index
     tokens_before = history[-1]["tokens"] if history else 0
     tokens_seen = tokens_before
     model.train()
@@ -213,6 +241,8 @@ def train_loop(
     loss_value = None
     for step in range(start_step, settings.max_steps):
         elapsed = seconds_before + time.perf_counter() - t0
+        if settings.time_budget_s and world > 1:  # one clock for all ranks: same stop step, same learning rate
+            elapsed = broadcast(torch.tensor([elapsed], dtype=torch.float64, device=accelerator.device)).item()
         if settings.time_budget_s and elapsed > settings.time_budget_s:
             break
         budget_share = elapsed / settings.time_budget_s if settings.time_budget_s else None
@@ -225,7 +255,7 @@ def train_loop(
         # loss is summed over tokens and divided by it once, which makes micro-batches and ranks add up to exactly
         # one large batch (DDP averages gradients over ranks, hence the factor `world`).
         scale = world / max(1, step_batch.trained_tokens())
-        mine = torch.arange(len(idx))[rank::world]
+        mine = rank_share(len(idx), rank, world)
         loss_sum = torch.zeros((), device=accelerator.device)
         for micro in mine.tensor_split(min(settings.gradient_accumulation, max(1, len(mine)))):
             batch = step_batch[micro].to(accelerator.device)
@@ -246,13 +276,17 @@ def train_loop(
         if val_blocks is not None and settings.eval_every and (done % settings.eval_every == 0 or done == settings.max_steps):
             record["val_loss"] = mean_nll(model, val_blocks, batch_size=settings.batch_size, bf16=use_bf16)
         history.append(record)
+        if settings.time_budget_s:  # the clock, not max_steps, ends this run: show the steps it will reach
+            per_step = (time.perf_counter() - t0) / (done - start_step)
+            left = max(0.0, settings.time_budget_s - seconds_before - (time.perf_counter() - t0))
+            bar.total = min(settings.max_steps, done + int(left / per_step) + 1)
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.3f}")
         if checkpoint_dir and settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < settings.max_steps:
             if accelerator.is_main_process:
                 path = save_checkpoint(
                     checkpoint_dir, done, accelerator.unwrap_model(model), optimizer, history,
-                    seconds_before + time.perf_counter() - t0,
+                    seconds_before + time.perf_counter() - t0, fingerprint,
                 )
                 if on_checkpoint:
                     on_checkpoint(path)
@@ -277,34 +311,86 @@ def _trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(root: Path, step: int, model, optimizer, history: list[dict], seconds: float) -> Path:
-    """Return the folder of a new checkpoint: trainable weights, optimizer state (safetensors) and progress (JSON)."""
+def blocks_sha256(blocks: Blocks) -> str:
+    """Return the sha256 of the training blocks: token ids, labels and position ids, in order."""
+    digest = hashlib.sha256()
+    for tensor in (blocks.input_ids, blocks.labels, blocks.position_ids):
+        if tensor is not None:
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.detach().cpu().to(torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def run_fingerprint(settings: LoopSettings, train_blocks: Blocks, run_config: dict | None = None) -> dict:
+    """Return what a checkpoint must share with a run that resumes it: the config, the data's hash and max_steps."""
+    config = run_config if run_config is not None else asdict(settings)
+    return {
+        "config": json.loads(json.dumps(config, default=str)),  # as it reads back from progress.json
+        "data_sha256": blocks_sha256(train_blocks),
+        "max_steps": settings.max_steps,
+    }
+
+
+def check_resumable(path: Path, fingerprint: dict) -> None:
+    """Return None if checkpoint `path` was made by this run (config, data, max_steps); raise HubstyleError naming
+    the first difference otherwise."""
+    made = json.loads((path / PROGRESS_FILE).read_text(encoding="utf-8")).get("fingerprint")
+    fix = f"delete {path.parent} or train without --resume to start over"
+    if made is None:
+        raise HubstyleError(f"checkpoint {path} records no config or data hash (an older hubstyle wrote it); {fix}")
+    old, new = made.get("config", {}), fingerprint["config"]
+    for key in sorted(set(old) | set(new)):
+        if key.rsplit(".", 1)[-1] not in RESUME_FREE and old.get(key) != new.get(key):
+            raise HubstyleError(f"checkpoint {path} was made with {key}={old.get(key)!r}, this run has "
+                                f"{new.get(key)!r}; {fix}")
+    if made.get("max_steps") != fingerprint["max_steps"]:
+        raise HubstyleError(f"checkpoint {path} was made with max_steps={made.get('max_steps')}, this run has "
+                            f"{fingerprint['max_steps']}; {fix}")
+    if made.get("data_sha256") != fingerprint["data_sha256"]:
+        made_on, this_run = str(made.get("data_sha256"))[:12], fingerprint["data_sha256"][:12]
+        raise HubstyleError(f"checkpoint {path} was made on other training data (sha256 {made_on}, this run's is "
+                            f"{this_run}); {fix}")
+
+
+def save_checkpoint(
+    root: Path, step: int, model, optimizer, history: list[dict], seconds: float, fingerprint: dict | None = None
+) -> Path:
+    """Return the folder of a new checkpoint: trainable weights, optimizer state (safetensors) and progress (JSON,
+    with the run's fingerprint), swapped in whole so a crash never leaves half of one."""
     from safetensors.torch import save_file
 
     final = Path(root) / f"{CHECKPOINT_PREFIX}{step:07d}"
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(_trainable_state(model), str(tmp / "trainable.safetensors"))
-    opt = optimizer.state_dict()
-    tensors = {"rng.torch": torch.get_rng_state()}
-    for idx, state in opt["state"].items():
-        for key, value in state.items():
-            tensors[f"state.{idx}.{key}"] = torch.as_tensor(value).contiguous().cpu()
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    meta = {"step": step, "seconds": seconds, "param_groups": opt["param_groups"], "history": history}
-    (tmp / "progress.json").write_text(json.dumps(meta), encoding="utf-8")
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    with atomic_folder(final) as stage:
+        save_file(_trainable_state(model), str(stage / "trainable.safetensors"))
+        opt = optimizer.state_dict()
+        tensors = {"rng.torch": torch.get_rng_state()}
+        for idx, state in opt["state"].items():
+            for key, value in state.items():
+                tensors[f"state.{idx}.{key}"] = torch.as_tensor(value).contiguous().cpu()
+        save_file(tensors, str(stage / "optimizer.safetensors"))
+        meta = {"step": step, "seconds": seconds, "param_groups": opt["param_groups"], "history": history,
+                "fingerprint": fingerprint}
+        (stage / PROGRESS_FILE).write_text(json.dumps(meta), encoding="utf-8")
     return final
 
 
 def latest_checkpoint(root: Path | None) -> Path | None:
-    """Return the newest complete checkpoint folder under `root`, or None."""
+    """Return the newest complete checkpoint folder under `root` (named step-NNNNNNN, with its progress file), or
+    None; hidden folders a killed writer left are never candidates."""
     if root is None or not Path(root).is_dir():
         return None
-    done = sorted(p for p in Path(root).glob(f"{CHECKPOINT_PREFIX}*") if (p / "progress.json").is_file())
+    done = sorted(p for p in Path(root).iterdir()
+                  if CHECKPOINT_NAME.fullmatch(p.name) and (p / PROGRESS_FILE).is_file())
     return done[-1] if done else None
+
+
+def clear_checkpoints(root: Path) -> None:
+    """Return None after removing every checkpoint under `root`, finished or left half-written."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for path in [*root.glob(f"{CHECKPOINT_PREFIX}*"), *root.glob(f".{CHECKPOINT_PREFIX}*")]:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def load_checkpoint(path: Path, model, optimizer) -> tuple[int, list[dict], float]:
@@ -319,7 +405,7 @@ def load_checkpoint(path: Path, model, optimizer) -> tuple[int, list[dict], floa
     with torch.no_grad():
         for name, value in weights.items():
             named[name].copy_(value.to(named[name].device))
-    meta = json.loads((path / "progress.json").read_text(encoding="utf-8"))
+    meta = json.loads((path / PROGRESS_FILE).read_text(encoding="utf-8"))
     tensors = load_file(str(path / "optimizer.safetensors"))
     torch.set_rng_state(tensors.pop("rng.torch"))
     state: dict[int, dict] = {}

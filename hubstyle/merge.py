@@ -8,8 +8,9 @@ Two artifacts come out of here, both loadable without hubstyle:
 * ``blend_adapters`` -> a normal LoRA adapter folder made by peft's ``add_weighted_adapter`` that
   ``PeftModel.from_pretrained(base, out_dir)`` loads like any other.
 
-Both build their output in a hidden folder beside ``out_dir`` and rename it into place at the end, so a failure
-leaves nothing half-written. Bad input is rejected with a one-line ``HubstyleError`` before any model is loaded.
+Both build their output in a hidden folder beside ``out_dir`` that replaces it whole at the end
+(``fsio.atomic_folder``), so a failure leaves nothing half-written. Bad input is rejected with a one-line
+``HubstyleError`` before any model is loaded.
 
 An adapter folder trained by hubstyle carries ``hubstyle_training.json`` (``layout.TRAINING_FACTS``, written by
 ``train.save_trained``); ``merge_adapter`` reads its ``"quantization"`` key ('4bit', '8bit' or null) when the caller
@@ -18,19 +19,18 @@ does not say how the adapter was trained.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import json
 import math
 import os
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from hubstyle.errors import HubstyleError
+from hubstyle.fsio import atomic_folder
 from hubstyle.layout import TRAINING_FACTS
 from hubstyle.models import BASE_ADAPTER_NAME, load_adapters, load_base
 
@@ -155,7 +155,7 @@ def merge_adapter(
         raise HubstyleError(f"merging adapter '{adapter}' failed: {err}; check the adapter's weights") from err
     tok_src = adapter_dir if _has_tokenizer(adapter_dir) else base
     notes.append(f"tokenizer from the {'adapter folder' if tok_src == adapter_dir else 'base'}")
-    with _staged_dir(out_dir) as stage:
+    with atomic_folder(out_dir) as stage:
         merged.save_pretrained(stage, safe_serialization=True)
         _save_tokenizer(tok_src, stage)
     return MergeReport(
@@ -223,7 +223,7 @@ def blend_adapters(
     model = load_adapters(load_base(base, dtype=torch.float32), dirs)
     rank = _add_weighted(model, names, weight_list, name, combination_type, density, majority_sign_method, svd_rank)
     tok_src = next((d for d in dirs.values() if _has_tokenizer(d)), None)
-    with _staged_dir(out_dir) as stage:
+    with atomic_folder(out_dir) as stage:
         peft_out = stage / ".peft"
         model.save_pretrained(peft_out, selected_adapters=[name], safe_serialization=True)
         # peft puts any adapter not called "default" in a subfolder; lift it so out_dir is a normal adapter folder
@@ -544,26 +544,3 @@ def _save_tokenizer(src: str | os.PathLike, dst: Path) -> None:
 
     AutoTokenizer.from_pretrained(str(src)).save_pretrained(dst)
 
-
-@contextlib.contextmanager
-def _staged_dir(out_dir: Path) -> Iterator[Path]:
-    """Yield a fresh folder beside ``out_dir`` that replaces ``out_dir`` only when the block succeeds."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
-    stage.mkdir()
-    try:
-        yield stage
-        old = None
-        if out_dir.exists():  # checked empty or overwrite=True before any work; keep it until the swap succeeds
-            old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out_dir, old)
-        try:
-            os.replace(stage, out_dir)
-        except OSError:
-            if old is not None:
-                os.replace(old, out_dir)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)

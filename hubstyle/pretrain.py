@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
@@ -12,6 +11,7 @@ import torch
 
 from hubstyle.config import PretrainConfig
 from hubstyle.errors import HubstyleError
+from hubstyle.fsio import atomic_folder, is_main_process, wait_for_everyone
 from hubstyle.loop import LoopSettings, mean_nll, train_loop
 from hubstyle.packing import pack
 from hubstyle.plots import plot_loss
@@ -170,7 +170,10 @@ def pretrain_base(
     out_dir: str | Path,
     cfg: PretrainConfig | None = None,
 ) -> PretrainReport:
-    """Return the report of training a tokenizer and a tiny GPT from scratch, saved as an HF folder in `out_dir`."""
+    """Return the report of training a tokenizer and a tiny GPT from scratch, saved as an HF folder in `out_dir`.
+
+    Under a multi-process launch every process trains its share of each batch and the main process alone saves.
+    """
     from transformers import GenerationConfig, GPT2LMHeadModel
 
     cfg = cfg or PretrainConfig()
@@ -200,13 +203,9 @@ def pretrain_base(
     val_loss = mean_nll(model, val_blocks, batch_size=cfg.batch_size, bf16=True)
     bigram = BigramBaseline(len(tokenizer)).fit(train_blocks).mean_nll(val_blocks)
 
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id
     )
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
     report = PretrainReport(
         out_dir=str(out_dir),
         vocab_size=len(tokenizer),
@@ -220,8 +219,11 @@ def pretrain_base(
         bigram_val_loss=bigram,
         history=result.history,
     )
-    (tmp / PRETRAIN_REPORT).write_text(json.dumps(report.as_dict(), indent=2), encoding="utf-8")
-    plot_loss(result.history, tmp / "loss.png", title="Tiny base pretraining")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    if is_main_process():
+        with atomic_folder(out_dir) as stage:
+            model.save_pretrained(stage)
+            tokenizer.save_pretrained(stage)
+            (stage / PRETRAIN_REPORT).write_text(json.dumps(report.as_dict(), indent=2), encoding="utf-8")
+            plot_loss(result.history, stage / "loss.png", title="Tiny base pretraining")
+    wait_for_everyone()  # the other processes read the base from out_dir next
     return report

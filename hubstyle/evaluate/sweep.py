@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from hubstyle.errors import HubstyleError
+from hubstyle.fsio import atomic_write
 
 SWEEP_JSON = "blend_sweep.json"
 SWEEP_PLOT = "blend_sweep.png"
@@ -126,9 +127,7 @@ def blend_sweep(
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     plot_blend_sweep(result, out / SWEEP_PLOT)
-    tmp = out / f"{SWEEP_JSON}.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out / SWEEP_JSON)
+    atomic_write(out / SWEEP_JSON, json.dumps(result, indent=2) + "\n")
     return result
 
 
