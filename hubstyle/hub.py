@@ -2,19 +2,25 @@
 
 Everything goes through huggingface_hub's ``HfApi``. Re-pushing unchanged files is a no-op because the Hub's
 preupload answer carries each remote file's oid and the client drops files whose oid it already has; hubstyle
-keeps no record of its own. The token (argument, ``HF_TOKEN`` or the ``hf auth login`` cache) is only ever handed
-to ``HfApi``: never printed, logged or written.
+keeps no record of its own, so re-running a push that failed half way sends only what is missing. A push is one
+commit per repo, so the Hub never shows part of one. Calls that fail on a flaky network are retried with
+exponential backoff and jitter (see ``RetryPolicy``), but only those huggingface_hub does not retry itself. The
+token (argument, ``HF_TOKEN`` or the ``hf auth login`` cache) is only ever handed to ``HfApi``: never printed,
+logged or written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import http
 import logging
 import os
+import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal, TypeVar
 
 from hubstyle.errors import HubstyleError
 
@@ -24,6 +30,33 @@ DEFAULT_SPACE_SDK = "gradio"
 ChangeStatus = Literal["added", "changed", "unchanged"]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# The statuses huggingface_hub's http_backoff retries; hubstyle retries the same ones on the calls it does not cover.
+RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hubstyle retries a Hub call that failed on the way (5xx, 429, a dropped connection, a timeout).
+
+    The n-th retry waits between half and all of ``min(max_wait, base_wait * 2**(n-1))`` seconds (exponential
+    backoff, equal jitter), or the server's ``Retry-After`` when it sends one (429/503). A ``Retry-After`` over
+    ``max_retry_after`` ends the push at once with a one-line error instead of sleeping.
+    """
+
+    attempts: int = 5
+    base_wait: float = 1.0
+    max_wait: float = 16.0
+    max_retry_after: float = 60.0
+
+    def wait(self, retry: int) -> float:
+        """Return the seconds to wait before retry number ``retry`` (1-based)."""
+        cap = min(self.max_wait, self.base_wait * 2 ** (retry - 1))
+        return cap / 2 + random.uniform(0, cap / 2)
+
+
+DEFAULT_RETRY = RetryPolicy()
 
 
 @dataclass(frozen=True)
@@ -35,6 +68,7 @@ class PushResult:
     commit_url: str | None
     changed_files: list[str]
     uploaded: bool
+    retries: int = 0  # calls hubstyle retried (huggingface_hub's own retries of uploads are not counted)
 
 
 @dataclass(frozen=True)
@@ -66,12 +100,13 @@ def push_folder(
     token: str | None = None,
     endpoint: str | None = None,
     space_sdk: str = DEFAULT_SPACE_SDK,
+    retry: RetryPolicy | None = None,
 ) -> PushResult:
     """Return what pushing ``folder`` to ``repo_id`` did: creates the repo if needed, then one commit (or none).
 
     ``tag`` tags the pushed commit; a tag that already points at that commit is fine, one pointing elsewhere is an
     error. ``private`` applies when the repo is created; pushing ``private=True`` to an existing public repo is
-    refused rather than publishing what was meant to stay private.
+    refused rather than publishing what was meant to stay private. ``retry`` defaults to ``DEFAULT_RETRY``.
     """
     folder = _check_folder(folder)
     _check_repo(repo_id, repo_type)
@@ -81,35 +116,38 @@ def push_folder(
     if not token:
         raise HubstyleError("no Hub token found: set HF_TOKEN to a token with write access or run `hf auth login`")
     api = _api(endpoint, token)
+    step = _Retrier(retry or DEFAULT_RETRY, api.endpoint, f"{repo_type} repo '{repo_id}'")
     with _hub_errors(api.endpoint, repo_id, repo_type):
-        api.create_repo(
+        step("create", lambda: api.create_repo(
             repo_id,
             repo_type=repo_type,
             private=private,
             exist_ok=True,
             space_sdk=space_sdk if repo_type == "space" else None,
-        )
-        head, remote, is_private = _remote_state(api, repo_id, repo_type)
+        ))
+        head, remote, is_private = step("read", lambda: _remote_state(api, repo_id, repo_type))
         if private and not is_private:
             raise HubstyleError(
                 f"{repo_type} repo '{repo_id}' already exists and is public; make it private on the Hub first "
                 "or push with private=False"
             )
         changes = compare_files(_local_files(folder), remote)
-        tagged = _tags(api, repo_id, repo_type).get(tag) if tag else None
+        tagged = step("read the tags of", lambda: _tags(api, repo_id, repo_type)).get(tag) if tag else None
         if tagged is not None and (tagged != head or any(c.status != "unchanged" for c in changes)):
             raise HubstyleError(_tag_taken(tag, repo_id, tagged))  # refused before uploading anything
-        commit = api.upload_folder(
+        # One commit: a retry after a lost answer finds the files already there and commits nothing more.
+        commit = step("upload to", lambda: api.upload_folder(
             folder_path=folder, repo_id=repo_id, repo_type=repo_type, commit_message=commit_message
-        )
+        ))
         uploaded = commit.oid != head
         if tag and tagged is None:
-            api.create_tag(repo_id, repo_type=repo_type, tag=tag, revision=commit.oid)
+            step("tag", lambda: _create_tag(api, repo_id, repo_type, tag, commit.oid))
         elif tag and tagged != commit.oid:
             raise HubstyleError(_tag_taken(tag, repo_id, tagged))
     changed = [c.path for c in changes if c.status != "unchanged"] if uploaded else []
-    logger.info("pushed %s to %s repo %s: %d file(s) changed", folder, repo_type, repo_id, len(changed))
-    return PushResult(repo_id, repo_type, commit.commit_url if uploaded else None, changed, uploaded)
+    logger.info("pushed %s to %s repo %s: %d file(s) changed, %d retries", folder, repo_type, repo_id, len(changed),
+                step.retries)
+    return PushResult(repo_id, repo_type, commit.commit_url if uploaded else None, changed, uploaded, step.retries)
 
 
 def dry_run(
@@ -120,6 +158,7 @@ def dry_run(
     revision: str | None = None,
     token: str | None = None,
     endpoint: str | None = None,
+    retry: RetryPolicy | None = None,
 ) -> list[FileChange]:
     """Return, for every file a push of ``folder`` would send, whether it is added, changed or unchanged.
 
@@ -131,10 +170,11 @@ def dry_run(
     folder = _check_folder(folder)
     _check_repo(repo_id, repo_type)
     api = _api(endpoint, resolve_token(token))
+    step = _Retrier(retry or DEFAULT_RETRY, api.endpoint, f"{repo_type} repo '{repo_id}'", _READ_HINT)
     remote: dict | None
     with _hub_errors(api.endpoint, repo_id, repo_type, revision):
         try:
-            _, remote, _ = _remote_state(api, repo_id, repo_type, revision)
+            _, remote, _ = step("read", lambda: _remote_state(api, repo_id, repo_type, revision))
         except RepositoryNotFoundError:
             remote = None  # a push would create it
         except (OfflineModeIsEnabled, _transport_error()):
@@ -151,12 +191,16 @@ def pull(
     local_dir: str | os.PathLike | None = None,
     token: str | None = None,
     endpoint: str | None = None,
+    retry: RetryPolicy | None = None,
 ) -> Path:
     """Return the folder holding a download of ``repo_id`` at ``revision`` (the HF cache unless ``local_dir``)."""
     _check_repo(repo_id, repo_type)
     api = _api(endpoint, resolve_token(token))
+    step = _Retrier(retry or DEFAULT_RETRY, api.endpoint, f"{repo_type} repo '{repo_id}'", _READ_HINT)
     with _hub_errors(api.endpoint, repo_id, repo_type, revision):
-        path = api.snapshot_download(repo_id=repo_id, repo_type=repo_type, revision=revision, local_dir=local_dir)
+        path = step("download", lambda: api.snapshot_download(
+            repo_id=repo_id, repo_type=repo_type, revision=revision, local_dir=local_dir
+        ))
     return Path(path)
 
 
@@ -225,6 +269,20 @@ def _tags(api, repo_id: str, repo_type: str) -> dict[str, str]:
     return {ref.name: ref.target_commit for ref in api.list_repo_refs(repo_id, repo_type=repo_type).tags}
 
 
+def _create_tag(api, repo_id: str, repo_type: str, tag: str, oid: str) -> None:
+    """Tag ``oid``; a 409 is fine when the tag already points there (a retry after the first answer was lost)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        api.create_tag(repo_id, repo_type=repo_type, tag=tag, revision=oid)
+    except HfHubHTTPError as err:
+        if err.response is None or err.response.status_code != 409:
+            raise
+        target = _tags(api, repo_id, repo_type).get(tag)
+        if target != oid:
+            raise HubstyleError(_tag_taken(tag, repo_id, target or "?")) from err
+
+
 def _tag_taken(tag: str, repo_id: str, target: str) -> str:
     return f"tag '{tag}' of '{repo_id}' already points at commit {target[:8]}, not at this push; choose a new tag"
 
@@ -245,13 +303,113 @@ def _git_sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _transport_error() -> type[Exception]:
-    """Return the HTTP client's base class for "could not talk to the server" (connect, timeout, protocol)."""
+def _http_module():
+    """Return the HTTP client module huggingface_hub uses (httpx2 in 2.x, as ``huggingface_hub.utils.httpx``)."""
     try:
         from huggingface_hub.utils import httpx
     except ImportError:  # pragma: no cover - older huggingface_hub
         import httpx
-    return httpx.TransportError
+    return httpx
+
+
+def _transport_error() -> type[Exception]:
+    """Return the HTTP client's base class for "could not talk to the server" (connect, timeout, protocol)."""
+    return _http_module().TransportError
+
+
+@dataclass(frozen=True)
+class _Transient:
+    """A failure worth retrying: the request it hit, its HTTP status (None: no answer) and any Retry-After."""
+
+    method: str
+    path: str
+    status: int | None
+    retry_after: float | None
+    problem: str
+
+
+def _transient(err: BaseException) -> _Transient | None:
+    """Return what went wrong when ``err`` (or an exception it wraps) is a failure worth retrying, else None."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    httpx = _http_module()
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, HfHubHTTPError) and seen.response is not None:
+            status = seen.response.status_code
+            if status not in RETRY_STATUSES:
+                return None
+            request = seen.response.request
+            retry_after = seen.response.headers.get("Retry-After", "")
+            wait = float(retry_after) if retry_after.strip().isdigit() else None
+            phrase = http.HTTPStatus(status).phrase if status in http.HTTPStatus._value2member_map_ else "error"
+            return _Transient(request.method, request.url.path, status, wait, f"the Hub answered {status} {phrase}")
+        if isinstance(seen, httpx.TransportError) and not isinstance(seen, httpx.ConnectError):
+            # a refused connection means a wrong endpoint far more often than a blip: not retried (so it fails fast)
+            try:
+                request = seen.request
+            except RuntimeError:
+                return None
+            if isinstance(seen, httpx.TimeoutException):
+                problem = "the Hub did not answer in time"
+            elif isinstance(seen, httpx.RemoteProtocolError):
+                problem = "the Hub dropped the connection"
+            else:
+                problem = f"the network failed ({type(seen).__name__})"
+            return _Transient(request.method, request.url.path, None, None, problem)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _retried_by_client(path: str) -> bool:
+    """Return whether huggingface_hub's http_backoff already retried a request to ``path`` (so hubstyle does not).
+
+    huggingface_hub 2.4 retries preupload, the LFS batch/upload/verify calls, file downloads and paginated listings,
+    all with up to 5 retries; it does not retry create_repo, repo_info, list_repo_refs, create_tag, the README
+    check (validate-yaml) or the commit itself. Those all live under /api/.
+    """
+    return "/api/" not in path or any(part in path for part in ("/preupload/", "/tree/", "/commits/"))
+
+
+_PUSH_HINT = "nothing was half-published: run the same command again to finish (files on the Hub are not re-sent)"
+_READ_HINT = "run the same command again later"
+
+
+class _Retrier:
+    """Runs one step of a Hub operation, retrying transient failures per a ``RetryPolicy``; counts its retries."""
+
+    def __init__(self, policy: RetryPolicy, endpoint: str, target: str, hint: str = _PUSH_HINT):
+        self.policy, self.endpoint, self.target, self.hint = policy, endpoint, target, hint
+        self.retries = 0
+
+    def __call__(self, step: str, call: Callable[[], T]) -> T:
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return call()
+            except Exception as err:
+                failure = _transient(err)
+                if failure is None:
+                    raise
+                by_client = _retried_by_client(failure.path)
+                if failure.retry_after is not None and failure.retry_after > self.policy.max_retry_after:
+                    raise HubstyleError(
+                        f"the Hub at {self.endpoint} is rate-limiting requests ({failure.status}) and asks to wait "
+                        f"{failure.retry_after:.0f}s before the next one; run the same command again after that"
+                    ) from err
+                if by_client or attempt >= self.policy.attempts:
+                    tries = "huggingface_hub's own retries" if by_client else f"{attempt} attempts"
+                    raise HubstyleError(
+                        f"could not {step} {self.target}: {failure.problem} to {failure.method} {failure.path} "
+                        f"after {tries} in {time.monotonic() - started:.1f}s; {self.hint}"
+                    ) from err
+                wait = max(failure.retry_after or 0.0, self.policy.wait(attempt))
+                self.retries += 1
+                logger.info("%s to %s %s; retry %d of %d in %.1fs", failure.problem, failure.method, failure.path,
+                            attempt, self.policy.attempts - 1, wait)
+                time.sleep(wait)
 
 
 @contextlib.contextmanager

@@ -58,7 +58,9 @@ def check_cutoff(path_or_id: str | os.PathLike, cutoff_len: int, key: str = "tra
     try:
         config = AutoConfig.from_pretrained(_check_exists(path_or_id))
     except OSError as err:
-        raise HubstyleError(f"base model '{path_or_id}' could not be found or read: {str(err).splitlines()[0]}") from None
+        problem = _download_problem(str(path_or_id), err)
+        raise HubstyleError(problem or f"base model '{path_or_id}' could not be found or read: "
+                                       f"{str(err).splitlines()[0]}") from None
     limit = context_length(config)
     if limit is not None and cutoff_len > limit:
         raise HubstyleError(
@@ -88,7 +90,8 @@ def load_tokenizer(path_or_id: str | os.PathLike, revision: str | None = None):
     """Return the tokenizer of a model, with a pad token and left padding (what batched generation needs)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(_check_exists(path_or_id), revision=revision)
+    with _loading(path_or_id):
+        tok = AutoTokenizer.from_pretrained(_check_exists(path_or_id), revision=revision)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
@@ -108,7 +111,8 @@ def load_base(
     kwargs: dict = {"revision": revision, "dtype": dtype}
     if quantization:
         kwargs["quantization_config"] = quantization_config(quantization)
-    model = AutoModelForCausalLM.from_pretrained(_check_exists(path_or_id), **kwargs)
+    with _loading(path_or_id):
+        model = AutoModelForCausalLM.from_pretrained(_check_exists(path_or_id), **kwargs)
     if not quantization:
         model.to(device())
     return model.eval()
@@ -145,10 +149,108 @@ def load_adapters(base_model, adapters: Mapping[str, str | os.PathLike], revisio
             raise HubstyleError(f"'{BASE_ADAPTER_NAME}' is reserved for the base model; rename that adapter")
         where = _check_exists(where)
         try:
-            if model is None:
-                model = PeftModel.from_pretrained(base_model, where, adapter_name=name, revision=revision)
-            else:
-                model.load_adapter(where, adapter_name=name, revision=revision)
-        except ValueError as err:
-            raise HubstyleError(f"adapter '{name}' ({where}) does not fit the base model: {err}") from err
+            with _loading(where):
+                if model is None:
+                    model = PeftModel.from_pretrained(base_model, where, adapter_name=name, revision=revision)
+                else:
+                    model.load_adapter(where, adapter_name=name, revision=revision)
+        except (ValueError, RuntimeError) as err:
+            if isinstance(err, RuntimeError) and "size mismatch" not in str(err):
+                raise
+            detail = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err))
+            raise HubstyleError(
+                f"adapter '{name}' ({where}) does not fit the base model: {detail[:300].rstrip('.')}; load it on "
+                "the base it was trained on (base_model_name_or_path in its adapter_config.json)"
+            ) from err
     return model.eval()
+
+
+@contextlib.contextmanager
+def _loading(where: str | os.PathLike) -> Iterator[None]:
+    """Turn what loading a model folder or Hub id can fail with (unreadable weights, Hub answers, an unfinished
+    download in the cache) into a one-line HubstyleError that says what to do."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as err:
+        raise HubstyleError(_unreadable_weights(str(where), err)) from err
+    except OSError as err:
+        message = _download_problem(str(where), err)
+        if message is None:
+            raise
+        raise HubstyleError(message) from err
+
+
+def _cache_folder(repo_id: str) -> Path | None:
+    """Return the HF cache folder of model repo ``repo_id`` (None for a local path or when nothing is cached)."""
+    if Path(repo_id).expanduser().exists() or repo_id.count("/") > 1:
+        return None
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    folder = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
+    return folder if folder.is_dir() else None
+
+
+def _unreadable_weights(where: str, err: Exception) -> str:
+    """Return the message for weights safetensors cannot read, naming the first file that does not open."""
+    from safetensors import SafetensorError, safe_open
+
+    cache = _cache_folder(where)
+    folders = [Path(where).expanduser()] if cache is None else sorted((cache / "snapshots").glob("*"))
+    detail = str(err).removeprefix("Error while deserializing header: ")
+    for file in (f for folder in folders for f in sorted(folder.glob("*.safetensors"))):
+        try:
+            with safe_open(str(file), "pt"):
+                continue
+        except (SafetensorError, OSError) as file_err:
+            detail = str(file_err).removeprefix("Error while deserializing header: ")
+            fix = ("delete the cached repo (`hf cache delete`) and download it again" if cache is not None
+                   else "write it again with the command that made it")
+            return f"'{file}' is not a readable safetensors file ({detail}): it is truncated or corrupt; {fix}"
+    return f"the weights of '{where}' cannot be read ({detail}); write or download them again"
+
+
+def _download_problem(where: str, err: BaseException) -> str | None:
+    """Return what went wrong getting ``where`` from the Hub or its cache, as one line (None: not a Hub problem)."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if Path(where).expanduser().is_dir():
+        return None  # a local folder: whatever failed, it was not the Hub
+    cache = _cache_folder(where)
+    unfinished = sorted((cache / "blobs").glob("*.incomplete")) if cache is not None else []
+    if unfinished:
+        return (f"'{where}' did not finish downloading: {unfinished[0].name} is still in the HF cache ({cache}); "
+                "run again with the Hub reachable to resume it, or delete that folder to start over")
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, GatedRepoError):
+            return f"'{where}' is gated on the Hub; accept its terms on its page and log in (hf auth login)"
+        if isinstance(seen, RepositoryNotFoundError):
+            return (f"model repo '{where}' does not exist on the Hub (or is private to this token); check the id, "
+                    "or give a local folder")
+        if isinstance(seen, RevisionNotFoundError):
+            return f"the revision asked for does not exist in '{where}'; use a branch, tag or commit it has"
+        if isinstance(seen, HfHubHTTPError) and seen.response is not None:
+            status = seen.response.status_code
+            if status == 401:
+                return (f"the Hub rejected the token (401) while fetching '{where}': set HF_TOKEN to a valid token "
+                        "or run `hf auth login`")
+            if status == 403:
+                return f"this token may not read '{where}' on the Hub (403); use a token with read access to it"
+            if status == 429:
+                return f"the Hub is rate-limiting requests (429) while fetching '{where}'; wait a while and run again"
+            return f"the Hub answered {status} while fetching '{where}'; try again later"
+        if isinstance(seen, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+            return (f"'{where}' is not a local folder, nor in the local HF cache, and the Hub cannot be reached "
+                    "(HF_HUB_OFFLINE is set, or no network); connect once to download it, or give a local folder")
+        seen = seen.__cause__ or seen.__context__
+    return None

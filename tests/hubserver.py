@@ -4,7 +4,9 @@ It speaks the part of the Hub protocol that huggingface_hub 2.x (with ``HF_HUB_D
 repos, upload (preupload -> LFS batch -> PUT -> verify -> ndjson commit), list, tag and download (``/resolve``),
 and it answers errors with the same status codes and ``X-Error-Code``/``X-Error-Message`` headers as the Hub, so
 the client raises its own exception classes. Blobs are stored by sha256 under a folder, and every repo keeps its
-commit history (each commit holds the full file tree), so tests can check exactly what a push did.
+commit history (each commit holds the full file tree), so tests can check exactly what a push did. Setting
+``server.fault_mode = FaultMode(...)`` makes it flaky (seeded 5xx/429 answers, dropped connections, slow answers);
+``server.faults`` lists what was injected.
 
 Fixtures: ``hub_server`` (a fresh server per test) and ``hub_env`` (the same server, with huggingface_hub,
 transformers and peft pointed at it, online, with a fresh HF_HOME and ``HF_TOKEN`` set).
@@ -16,6 +18,7 @@ import base64
 import fnmatch
 import hashlib
 import json
+import random
 import re
 import secrets
 import threading
@@ -178,6 +181,52 @@ class Response:
         return cls(status, json.dumps(data).encode(), {"Content-Type": "application/json", **(headers or {})})
 
 
+FAULT_KINDS = ("500", "drop", "drop-after", "slow")
+
+
+@dataclass
+class FaultMode:
+    """Seeded faults on a share of requests, like a flaky network in front of the Hub.
+
+    Each request matching ``paths`` (a regex on the URL path; None: every request) draws from one seeded generator:
+    with probability ``rate`` it gets one of ``kinds``: "500" (answered 500 before anything is done), "429" and
+    "503" (answered with ``Retry-After: retry_after``), "drop" (the connection is closed before anything is done),
+    "drop-after" (the request is carried out, then the connection is closed: the answer is lost) and "slow" (answered
+    normally after ``slow_s`` seconds). ``limit`` caps how many faults this mode injects (None: no cap).
+    """
+
+    rate: float = 0.3
+    seed: int = 0
+    kinds: tuple[str, ...] = FAULT_KINDS
+    slow_s: float = 0.3
+    retry_after: int = 1
+    paths: str | None = None
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._injected = 0
+
+    def draw(self, method: str, path: str) -> str | None:
+        """Return the fault this request gets, or None (called under the server's lock, in arrival order)."""
+        if self.paths is not None and not re.search(self.paths, f"{method} {path}"):
+            return None
+        if self.limit is not None and self._injected >= self.limit:
+            return None
+        kind = self._rng.choice(self.kinds) if self._rng.random() < self.rate else None
+        self._injected += kind is not None
+        return kind
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected fault: its kind and the request it hit."""
+
+    kind: str
+    method: str
+    path: str
+
+
 class HubError(Exception):
     """An error answered the way the Hub answers it: status, message (JSON + X-Error-Message), optional code."""
 
@@ -219,6 +268,8 @@ class HubServer:
         self.lfs_threshold = lfs_threshold
         self.log: list[LogEntry] = []
         self.errors: list[str] = []  # 5xx answers and requests to routes this server does not know
+        self.fault_mode: FaultMode | None = None  # set it to make the server flaky (see FaultMode)
+        self.faults: list[Fault] = []  # every fault injected so far, in order
         self._repos: dict[tuple[str, str], Repo] = {}
         self._tickets: dict[str, tuple[tuple[str, str], str, int]] = {}  # LFS upload ticket -> (repo key, oid, size)
         self._lock = threading.RLock()
@@ -420,11 +471,27 @@ class HubServer:
         self.errors.append(f"no route for {req.method} {req.path}")
         raise HubError(404, "Sorry, we can't find the page you are looking for.")
 
-    def _record(self, req: Request, query: str, status: int) -> None:
+    def _draw_fault(self, req: Request) -> str | None:
+        with self._lock:
+            kind = self.fault_mode.draw(req.method, req.path) if self.fault_mode else None
+            if kind is not None:
+                self.faults.append(Fault(kind, req.method, req.path))
+            return kind
+
+    def _fault_response(self, kind: str) -> Response | None:
+        """Return the answer a status fault gives instead of the real one (None for the other kinds)."""
+        if kind in ("429", "503"):
+            retry_after = str(self.fault_mode.retry_after if self.fault_mode else 1)
+            return HubError(int(kind), "injected fault: try again later", headers={"Retry-After": retry_after}).response()
+        if kind == "500":
+            return HubError(500, "injected fault: internal error").response()
+        return None
+
+    def _record(self, req: Request, query: str, status: int, fault: str | None = None) -> None:
         with self._lock:
             authed = bool(req.headers.get("authorization"))
             self.log.append(LogEntry(req.method, req.path, query, status, len(req.body), authed))
-            if status >= 500:
+            if status >= 500 and fault is None:  # injected faults are not server bugs
                 self.errors.append(f"{status} for {req.method} {req.path}")
 
     # ---- account and repo management -------------------------------------------------------------------------
@@ -729,8 +796,7 @@ class HubServer:
         body = req.json()
         if body.get("oid") != oid or int(body.get("size", -1)) != size or oid not in repo.lfs_objects:
             raise HubError(404, f"LFS object {body.get('oid')} was not uploaded")
-        del self._tickets[ticket]
-        return Response.of_json({"success": True})
+        return Response.of_json({"success": True})  # the ticket stays valid: a retried verify succeeds too
 
     def _commit(self, req: Request, repo_type: str, repo_id: str, rev: str) -> Response:
         ident = self._identity(req)
@@ -897,14 +963,27 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         req = Request(method, url.path, parse_qs(url.query, keep_blank_values=True),
                       {k.lower(): v for k, v in self.headers.items()}, self._read_body())
-        try:
-            resp = hub.dispatch(req)
-        except HubError as err:
-            resp = err.response()
-        except Exception as err:  # a bug in this server: answer 500 and keep the reason for the test to show
-            hub.errors.append(f"{type(err).__name__}: {err} for {method} {url.path}")
-            resp = HubError(500, f"test Hub crashed: {type(err).__name__}: {err}").response()
-        hub._record(req, url.query, resp.status)
+        fault = hub._draw_fault(req)
+        if fault == "slow":
+            time.sleep(hub.fault_mode.slow_s if hub.fault_mode else 0)
+        if fault == "drop":
+            hub._record(req, url.query, 0, fault)
+            self.close_connection = True  # nothing answered: the client sees the server disconnect
+            return
+        resp = hub._fault_response(fault) if fault else None
+        if resp is None:
+            try:
+                resp = hub.dispatch(req)
+            except HubError as err:
+                resp = err.response()
+            except Exception as err:  # a bug in this server: answer 500 and keep the reason for the test to show
+                hub.errors.append(f"{type(err).__name__}: {err} for {method} {url.path}")
+                resp = HubError(500, f"test Hub crashed: {type(err).__name__}: {err}").response()
+        if fault == "drop-after":  # carried out, but the answer is lost on the way back
+            hub._record(req, url.query, 0, fault)
+            self.close_connection = True
+            return
+        hub._record(req, url.query, resp.status, fault)
         self.send_response(resp.status)
         for key, value in resp.headers.items():
             self.send_header(key, value)
