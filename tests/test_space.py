@@ -236,12 +236,18 @@ def test_stream_stops_when_the_event_is_set(settings):
 
 
 def test_demo_table_examples_and_no_remote_fonts(app):
+    from hubstyle.space import DEMO_CAPTION
+
     demo, _ = app
     config = json.loads(urllib.request.urlopen(demo.local_url + "config", timeout=10).read())
     by_id = {c["props"].get("elem_id"): c for c in config["components"] if c.get("props", {}).get("elem_id")}
-    table = by_id["demo-table"]["props"]["value"]
-    assert table["headers"] == ["prompt", "base", "tuned"]
-    assert table["data"] == [[r["prompt"], r["base"], r["tuned"]] for r in DEMO_ROWS]
+    table = by_id["demo-table"]["props"]
+    assert table["value"]["headers"] == ["prompt", "base", "tuned"]
+    assert table["value"]["data"] == [[r["prompt"], r["base"], r["tuned"]] for r in DEMO_ROWS]
+    # at 1280 px the tuned column must stay on screen: wrapped cells in fixed-width columns
+    assert table["wrap"] is True and table["column_widths"] == ["20%", "40%", "40%"]
+    assert "table-layout: fixed" in config["css"] and "white-space: normal" in config["css"]
+    assert by_id["demo-caption"]["props"]["value"] == DEMO_CAPTION  # says nothing about decoding it wasn't told
     datasets = [c for c in config["components"] if c["type"] == "dataset"]
     assert [s[0] for s in datasets[0]["props"]["samples"]] == EXAMPLES
     assert config["stylesheets"] == []
@@ -251,25 +257,35 @@ def test_demo_table_examples_and_no_remote_fonts(app):
     assert [(f.api_name, f.concurrency_limit) for f in model_fns] == [("generate", 1)]
 
 
-def test_space_folder_round_trips(tmp_path, settings):
-    import gradio
-    from huggingface_hub import SpaceCard
+SAMPLED = {"max_new_tokens": 48, "min_new_tokens": 0, "do_sample": True, "temperature": 0.7, "top_p": 0.95, "seed": 0}
 
-    from hubstyle.space import APP_SOURCE, build_space_folder, load_settings
 
-    out = build_space_folder(
-        tmp_path / "space",
+def build_folder(out: Path, **kwargs) -> Path:
+    from hubstyle.space_folder import build_space_folder
+
+    args = dict(
         base_repo="someone/tiny-base",
         adapters={"bard": "someone/bard-lora", "pirate": "someone/pirate-lora"},
         demo_rows=DEMO_ROWS,
+        demo_decoding=SAMPLED,
         title="Bard vs base",
         emoji="🎭",
         license="mit",
         short_description="A tiny model and its Shakespeare adapter",
-        hubstyle_requirement="hubstyle==0.1.0",
         examples=EXAMPLES,
         python_version="3.11",
     )
+    return build_space_folder(out, **{**args, **kwargs})
+
+
+def test_space_folder_round_trips(tmp_path, settings):
+    import gradio
+    from huggingface_hub import SpaceCard
+
+    from hubstyle.space import load_settings
+    from hubstyle.space_folder import RUNTIME_SOURCE
+
+    out = build_folder(tmp_path / "space")
     card = SpaceCard.load(out / "README.md")
     assert card.data.models == ["someone/tiny-base", "someone/bard-lora", "someone/pirate-lora"]
     assert card.data.sdk == "gradio" and card.data.sdk_version == gradio.__version__
@@ -277,23 +293,159 @@ def test_space_folder_round_trips(tmp_path, settings):
     assert card.data.app_file == "app.py" and card.data.license == "mit"
     assert card.data.short_description == "A tiny model and its Shakespeare adapter"
     assert "python_version: '3.11'" in (out / "README.md").read_text(encoding="utf-8")
-    assert "someone/bard-lora" in card.text
+    assert "someone/bard-lora" in card.text and "runs with\n`requirements.txt` alone" in card.text
     requirements = (out / "requirements.txt").read_text().splitlines()
-    assert f"gradio=={gradio.__version__}" in requirements and requirements[-1] == "hubstyle==0.1.0"
-    assert {r.split("==")[0] for r in requirements} == {"torch", "transformers", "peft", "gradio", "hubstyle"}
+    assert f"gradio=={gradio.__version__}" in requirements
+    assert [r.split("==")[0] for r in requirements] == ["torch", "transformers", "peft", "gradio"]  # no hubstyle
     assert "+" not in "".join(requirements)  # no local version tags such as +cpu
-    assert (out / "app.py").read_text() == APP_SOURCE.read_text()
+    # the app travels in the folder: hubstyle's own runtime module, byte for byte, and an app.py that launches it
+    assert (out / "space_app.py").read_bytes() == RUNTIME_SOURCE.read_bytes()
+    app = (out / "app.py").read_text()
+    assert app == (Path(__file__).resolve().parents[1] / "space" / "app.py").read_text()
+    assert "from space_app import launch" in app
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "app.py", "demo_table.json", "requirements.txt", "space_app.py", "space_config.json"]
     loaded = load_settings(out, env={})
     assert loaded.base == "someone/tiny-base" and loaded.adapters["pirate"] == "someone/pirate-lora"
     assert loaded.demo_rows == DEMO_ROWS and loaded.examples == EXAMPLES and loaded.title == "Bard vs base"
+    # the caption says how the rows were made: here sampled, so never "greedy"
+    assert loaded.demo_caption == ("Continuations made once when the adapters were published (sampling with "
+                                   "temperature 0.7, top-p 0.95 and seed 0, up to 48 new tokens):")
+    greedy = build_folder(tmp_path / "greedy", demo_decoding={**SAMPLED, "do_sample": False, "chat": "auto"})
+    assert load_settings(greedy, env={}).demo_caption == (
+        "Answers made once when the adapters were published (greedy decoding, up to 48 new tokens):")
 
-    card_args = dict(demo_rows=[], title="t", emoji="🎭", license="mit", hubstyle_requirement="hubstyle")
     with pytest.raises(HubstyleError, match="short_description is 61 characters"):
-        build_space_folder(tmp_path / "bad", base_repo="a/b", adapters={"x": "a/c"}, short_description="x" * 61,
-                           **card_args)
+        build_folder(tmp_path / "bad", short_description="x" * 61)
     with pytest.raises(HubstyleError, match="not a Hub repo id"):
-        build_space_folder(tmp_path / "bad", base_repo="a/b", adapters={"x": "/tmp/local//adapter"},
-                           short_description="s", **card_args)
+        build_folder(tmp_path / "bad", adapters={"x": "/tmp/local//adapter"})
+    with pytest.raises(HubstyleError, match=r"^the demo table records no 'decoding'"):
+        build_folder(tmp_path / "bad", demo_decoding=None)
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("gradio >== 6", r"^Space requirement 'gradio >== 6' is not a valid requirement \("),
+        ("hubstyle>=0.1.0", r"^Space requirement 'hubstyle>=0.1.0': hubstyle is not on PyPI"),
+        ("no-such-package-hubstyle-test==1.0", r"names 'no-such-package-hubstyle-test', which is not installed here"),
+        ("gradio==0.0.1", r"^Space requirement 'gradio==0.0.1' does not match the installed gradio \d"),
+    ],
+)
+def test_space_requirements_that_would_not_resolve_are_one_line_and_write_nothing(tmp_path, line, message):
+    with pytest.raises(HubstyleError, match=message) as err:
+        build_folder(tmp_path / "space", extra_requirements=[line])
+    assert "\n" not in str(err.value) and not (tmp_path / "space").exists()
+
+
+def test_the_runtime_imports_only_what_the_space_installs():
+    """space_app.py needs torch, transformers, peft and gradio (pinned), ZeroGPU's optional spaces, and hubstyle
+    only where it can do without (a fallback on ImportError)."""
+    import ast
+    import sys
+
+    from hubstyle.space_folder import PINNED_PACKAGES, RUNTIME_SOURCE
+
+    tree = ast.parse(RUNTIME_SOURCE.read_text(encoding="utf-8"))
+    guarded = {id(node) for t in ast.walk(tree) if isinstance(t, ast.Try)
+               and any(getattr(h.type, "id", "") == "ImportError" for h in t.handlers)
+               for stmt in t.body for node in ast.walk(stmt)}
+    third_party = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names:
+                    third_party.setdefault(top, set()).add(id(node) in guarded)
+    assert set(third_party) == {*PINNED_PACKAGES, "spaces", "hubstyle"}
+    assert third_party["spaces"] == {True} and third_party["hubstyle"] == {True}
+
+
+def test_the_runtime_asks_and_loads_as_hubstyle_does(tiny_base, adapters):
+    """The Space's own helpers (it can't import hubstyle) agree with hubstyle's: prompts, context, bf16, loading."""
+    from hubstyle import chat, models, space
+
+    assert space.BASE_ADAPTER_NAME == models.BASE_ADAPTER_NAME
+    assert (space.PLAIN_USER, space.PLAIN_ASSISTANT) == (chat.PLAIN_USER, chat.PLAIN_ASSISTANT)
+    assert space.bf16_fast(torch.device("cpu")) == models.bf16_supported(torch.device("cpu"))
+    plain = models.load_tokenizer(tiny_base)
+    for template in ("auto", "plain"):
+        want = chat.render_prompt([{"role": "user", "content": "Hello there"}], plain, template)
+        assert space.chat_prompt("Hello there", plain, template) == want
+    model, tokenizer = space.load_model(str(tiny_base), {"bard": adapters["bard"]})
+    assert space.context_length(model) == models.context_length(model) == 128
+    assert (tokenizer.padding_side, tokenizer.pad_token) == ("left", plain.pad_token)
+    assert list(model.peft_config) == ["bard"]
+
+
+def test_chat_prompts_render_with_the_template(tmp_path):
+    from hubstyle import chat, models, space
+    from tests.tiny import make_tiny_chat_base
+
+    tokenizer = models.load_tokenizer(make_tiny_chat_base(tmp_path / "chat"))
+    for template in ("auto", "model", "plain"):
+        want = chat.render_prompt([{"role": "user", "content": "Hello there"}], tokenizer, template)
+        assert space.chat_prompt("Hello there", tokenizer, template) == want
+
+
+# Run a published Space folder as the Space runtime does (python app.py), with every hubstyle import refused.
+WITHOUT_HUBSTYLE = """
+import importlib.abc, runpy, sys
+
+class NoHubstyle(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "hubstyle" or name.startswith("hubstyle."):
+            raise ModuleNotFoundError(f"No module named {name!r} (a Space has no hubstyle)", name=name)
+        return None
+
+sys.meta_path.insert(0, NoHubstyle())
+sys.path.insert(0, sys.argv[1])
+runpy.run_path(sys.argv[1] + "/app.py", run_name="__main__")
+"""
+
+
+def test_a_published_space_folder_runs_without_hubstyle(tmp_path, tiny_base, adapters):
+    import subprocess
+    import sys
+
+    from gradio_client import Client
+
+    folder = build_folder(tmp_path / "space")
+    port = free_port()
+    env = {**os.environ, "HUBSTYLE_BASE": str(tiny_base), "HUBSTYLE_ADAPTERS": f"bard={adapters['bard']}",
+           "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
+    url = f"http://127.0.0.1:{port}/"
+    proc = subprocess.Popen([sys.executable, "-c", WITHOUT_HUBSTYLE, str(folder)], cwd=folder, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the Space app exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+            try:
+                config = json.loads(urllib.request.urlopen(url + "config", timeout=2).read())
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the Space app did not start within 180 s"
+                time.sleep(0.5)
+        assert any(c.get("props", {}).get("elem_id") == "demo-table" for c in config["components"])
+        client = Client(url, verbose=False, analytics_enabled=False, download_files=False)
+        try:
+            base_text, tuned_text = client.predict(PROMPT, "bard", NEW_TOKENS, 0.0, 1.0, 0, api_name="/generate")
+        finally:
+            client.close()
+        assert base_text == reference(tiny_base, None, PROMPT, NEW_TOKENS)
+        assert tuned_text == reference(tiny_base, adapters["bard"], PROMPT, NEW_TOKENS) != base_text
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
 
 
 def test_load_settings_env_overrides_and_errors(tmp_path):
@@ -317,25 +469,6 @@ def test_load_settings_env_overrides_and_errors(tmp_path):
         load_settings(None, env={"HUBSTYLE_BASE": "a/b", "HUBSTYLE_ADAPTERS": "bard"})
     with pytest.raises(HubstyleError, match="at least one adapter"):
         load_settings(None, env={"HUBSTYLE_BASE": "a/b"})
-
-
-def test_app_py_launches_from_its_folder_config(tmp_path, monkeypatch, tiny_base, adapters):
-    """space/app.py only reads its folder's config: run it as a script with launch() intercepted."""
-    import runpy
-
-    from hubstyle import space
-
-    folder = tmp_path / "space"
-    folder.mkdir()
-    (folder / "app.py").write_text(space.APP_SOURCE.read_text())
-    (folder / "space_config.json").write_text(json.dumps({"base": str(tiny_base), "adapters": adapters}))
-    seen = []
-    monkeypatch.setattr(space, "launch", lambda settings, **kw: seen.append(settings))
-    monkeypatch.delenv("HUBSTYLE_BASE", raising=False)
-    monkeypatch.delenv("HUBSTYLE_ADAPTERS", raising=False)
-    runpy.run_path(str(folder / "app.py"), run_name="__main__")
-    assert [s.base for s in seen] == [str(tiny_base)] and seen[0].adapters == adapters
-    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
 
 
 def test_nothing_leaves_the_machine(app, connections):

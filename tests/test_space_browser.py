@@ -20,6 +20,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 NEW_TOKENS = 20
+# A base answer long enough to push an unwrapped table's tuned column off a 1280 px screen.
+LONG_BASE = " ".join(["The weather today is mild with a light breeze from the west and some clouds"] * 12)
 
 pytestmark = [
     pytest.mark.browser,
@@ -38,7 +40,8 @@ def space(tiny_base, tmp_path_factory):
     settings = SpaceSettings(
         base=str(tiny_base),
         adapters=adapters,
-        demo_rows=[{"prompt": "To be, or not", "base": "to be the the", "tuned": "to be, thou knave"}],
+        demo_rows=[{"prompt": "To be, or not", "base": "to be the the", "tuned": "to be, thou knave"},
+                   {"prompt": "What is the weather like?", "base": LONG_BASE, "tuned": "The heavens weep, my lord."}],
         examples=["Shall I compare thee"],
         max_new_tokens=32,
         bf16=False,
@@ -105,6 +108,13 @@ def test_generate_and_switch_adapter_in_chromium(space, tiny_base, tmp_path):
             page.on("request", lambda request: requests.append(request.url))
             page.goto(demo.local_url, wait_until="networkidle")
             expect(page.locator("#demo-table")).to_contain_text("to be, thou knave")
+            # the tuned column is on screen at 1280 px, next to the long base answer
+            for text in ("The heavens weep, my lord.", LONG_BASE[:40]):
+                cell = page.locator("#demo-table td", has_text=text).first
+                box = cell.bounding_box()
+                assert box is not None and box["width"] > 50, text
+                assert 0 <= box["x"] and box["x"] + box["width"] <= 1280, (text, box)
+            page.locator("#demo-table").screenshot(path=str(tmp_path / "demo_table.png"))
 
             page.locator("#prompt textarea").fill(PROMPT)
             page.get_by_text("Generation settings").click()

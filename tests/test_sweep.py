@@ -151,9 +151,12 @@ def test_sweep_writes_json_plot_table_and_card_points(swept):
 
 
 def test_sweep_points_render_in_the_adapter_card(swept):
-    from hubstyle.card import _blend_sweep, _Facts
+    from hubstyle.card import _blend_sweep
+    from tests.test_card import facts_of, fake_metrics
 
-    rows = _blend_sweep(_Facts({"blend_sweep": card_points(swept[0], "a")}, "adapter"), "a")["blend_rows"]
+    metrics = fake_metrics("alice/base")
+    metrics["run"]["style"], metrics["blend_sweep"] = "a", card_points(swept[0], "a")
+    rows = _blend_sweep(facts_of(metrics))["blend_rows"]  # the points as the run's facts record them
     assert [r["weight"] for r in rows] == ["0.00", "0.50", "1.00"]
     assert rows[2]["style_ppl"] == f"{swept[0]['rows'][0]['perplexity']['a']:.2f}"
 

@@ -77,6 +77,8 @@ class NamedCorpus:
     description: str
     hint: str = ""  # added to the error when a file can't be found or fetched
     package: PackageFiles | None = None
+    hub_dataset: str | None = None  # the same text as a Hugging Face Hub dataset (model cards name it); None: none
+    hub_config: str | None = None  # that dataset's config, when it has several
 
 
 NAMED_CORPORA: dict[str, NamedCorpus] = {
@@ -91,6 +93,7 @@ NAMED_CORPORA: dict[str, NamedCorpus] = {
         ),
         cleaner=shakespeare_blocks,
         description="tinyshakespeare (karpathy/char-rnn): one block per speech",
+        hub_dataset="karpathy/tiny_shakespeare",
     ),
     "wikitext": NamedCorpus(
         name="wikitext",
@@ -108,6 +111,8 @@ NAMED_CORPORA: dict[str, NamedCorpus] = {
         ),
         cleaner=wikitext_blocks,
         description="wikitext-2 raw valid+test, detokenised: one block per section, one paragraph per line",
+        hub_dataset="Salesforce/wikitext",
+        hub_config="wikitext-2-v1",  # these files keep <unk>: the tokenised release, not wikitext-2-raw-v1
     ),
     "milton": NamedCorpus(
         name="milton",
@@ -223,6 +228,21 @@ def download_file(url: str, dest: Path, sha256: str, *, what: str = "file") -> P
     finally:
         tmp.unlink(missing_ok=True)  # a failed or interrupted download leaves nothing behind
     return dest
+
+
+def hub_dataset(source: str) -> tuple[str | None, str | None]:
+    """Return (Hub dataset id, config) of corpus ``source``: a named corpus's from ``NAMED_CORPORA``, an
+    ``hf:owner/name[:config]`` source's own; (None, None) for local files and folders."""
+    if source in NAMED_CORPORA:
+        spec = NAMED_CORPORA[source]
+        return spec.hub_dataset, spec.hub_config
+    if source.startswith(HF_PREFIX):
+        dataset = source[len(HF_PREFIX) :]
+        if dataset.startswith((".", "/", "~")) or Path(dataset).expanduser().exists():
+            return None, None
+        name, _, config = dataset.partition(":")
+        return name, config or None
+    return None, None
 
 
 def _named_spec(name: str) -> NamedCorpus:
