@@ -249,6 +249,30 @@ class EvaluationConfig:
 
 
 @dataclass
+class PushConfig:
+    """Where `hubstyle run` pushes: the adapter's repo (the others get suffixes), which parts, privacy, a tag."""
+
+    repo_id: str | None = None  # OWNER/NAME of the adapter repo; None: build the publish folders, push nothing
+    private: bool = False
+    what: list[str] = field(default_factory=lambda: ["all"])  # adapter, merged, classifier, gguf, space, base or all
+    tag: str | None = None  # tag every pushed repo with it (the publish workflow gives the release tag)
+
+    def __post_init__(self) -> None:
+        from hubstyle.release import RELEASE_KINDS  # here, so config stays import-light
+
+        for i, part in enumerate(self.what):
+            _check_choice(f"push.what[{i}]", part, ("all", *RELEASE_KINDS))
+        if self.repo_id is not None and (self.repo_id.count("/") != 1 or not all(self.repo_id.split("/"))):
+            raise HubstyleError(f"'push.repo_id' is {self.repo_id!r}; use OWNER/NAME (e.g. alice/shakespeare)")
+
+    def parts(self) -> tuple[str, ...]:
+        """Return the release parts to build and push, 'all' spelled out."""
+        from hubstyle.release import RELEASE_KINDS
+
+        return RELEASE_KINDS if "all" in self.what else tuple(self.what)
+
+
+@dataclass
 class RunConfig:
     """Everything one run needs: base model, style corpora, dialogue, mix, split, training, output folder."""
 
@@ -265,6 +289,7 @@ class RunConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    push: PushConfig = field(default_factory=PushConfig)  # `hubstyle run` only
 
     def __post_init__(self) -> None:
         if not self.corpora:

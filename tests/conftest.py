@@ -49,6 +49,18 @@ def tiny_run(tmp_path_factory, data_dir) -> Path:
     return root / "run"
 
 
+@pytest.fixture(scope="session")
+def runner_run(tmp_path_factory, tiny_base):
+    """A ToyRun (tests.tiny) made by `hubstyle run`'s stages: every stage ran once; copy it before changing it."""
+    from hubstyle.runner import run_config
+    from tests.tiny import ToyRun
+
+    root = tmp_path_factory.mktemp("runner_run")
+    toy = ToyRun(root / "run", root / "prompts.txt", tiny_base)
+    run_config(toy.config(), log=lambda *_: None)
+    return toy
+
+
 @pytest.fixture
 def run_cli(monkeypatch, capsys):
     """Run `hubstyle ARGS...` in-process through `cli.main`; return (exit code, stdout, stderr)."""

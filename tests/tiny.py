@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -47,6 +49,27 @@ def toy_run_config(out: Path, prompts: Path):
         classifier=ClassifierConfig(max_per_class=24),
         evaluation=EvaluationConfig(prompts=str(prompts), demo_prompts=str(prompts), max_new_tokens=8),
     )
+
+
+@dataclass
+class ToyRun:
+    """A toy run folder made by `hubstyle run`'s stages, and what its config names (the same prompts file and
+    classifier backbone make a copy's stage keys equal, so a copy starts fully cached)."""
+
+    folder: Path
+    prompts: Path
+    backbone: Path  # a tiny GPT-2 as the style classifier's encoder: seconds instead of MiniLM's half a minute
+
+    def config(self, out: Path | None = None):
+        """Return the RunConfig that made the run, writing to ``out`` (default: the run's own folder)."""
+        cfg = toy_run_config(out or self.folder, self.prompts)
+        cfg.classifier.backbone = str(self.backbone)
+        return cfg
+
+    def copy(self, dest: Path):
+        """Return the config of a copy of the run folder at ``dest``."""
+        shutil.copytree(self.folder, dest)
+        return self.config(dest)
 
 
 CHATML_TEMPLATE = (
