@@ -1,10 +1,17 @@
-"""Model cards: pure functions from a run's facts (metrics.json, demo table, repo ids) to ``huggingface_hub.ModelCard``.
+"""Model cards: pure functions from a run's facts (``hubstyle.facts.RunFacts``), its demo table and repo ids to
+``huggingface_hub.ModelCard``.
 
 Metadata is built with ``ModelCardData`` and ``EvalResult`` (never hand-written YAML); the Markdown body comes from
 the Jinja templates in the repository's top-level ``model_cards/`` folder, rendered by ``ModelCard.from_template``.
 A fact a section needs but the run did not record is a one-line ``HubstyleError`` naming it: a card never drops a
 section quietly. Only sections that are optional by nature (the pretraining of a local base, a blend sweep, extra
 evaluation plots) are left out when their facts are absent.
+
+The model-index holds this model's numbers only; the base model's figures are in the card's text and tables. A
+result's dataset is the Hub dataset the data is (``hubstyle.data.sources.NAMED_CORPORA`` names them); data no Hub
+dataset holds, like hubstyle's prompt set, is ``unknown``, as setfit and sentence-transformers write it. A held-out
+perplexity on a corpus without a Hub id is left out of the model-index (two ``unknown`` datasets would merge into one
+entry there) and stays in the results table.
 
 Nothing here reads the clock or the file system (except the templates, and whether a repo id is an existing
 folder), so the same facts give the same bytes.
@@ -21,21 +28,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from hubstyle.errors import HubstyleError
+from hubstyle.facts import Dataset, RunFacts, load_decoding
 from hubstyle.layout import DEMO_TABLE, LOSS_HISTORY, LOSS_PLOT, METRICS, TRAINING_FACTS
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
 
-CARD_TEMPLATES = {"adapter": "adapter.md", "merged": "merged.md", "classifier": "classifier.md", "base": "base.md"}
+    from hubstyle.export import ExportReport
+
+CARD_TEMPLATES = {"adapter": "adapter.md", "merged": "merged.md", "classifier": "classifier.md", "base": "base.md",
+                  "gguf": "gguf.md"}
 TEMPLATES_PACKAGE = "hubstyle.model_cards"  # where a wheel ships model_cards/ (see card_template)
 HUB_URL = "https://huggingface.co"
-STYLE_PROMPTS_DATASET = "hubstyle-style-prompts"  # model-index dataset id of the style-rate prompt set
-CLASSIFIER_HELDOUT_DATASET = "hubstyle-style-heldout"
+# hubstyle is not on PyPI (and its name there is not ours): cards install it from its repository.
+REPOSITORY_URL = "https://github.com/OWNER/hubstyle"
+INSTALL_COMMAND = f'pip install "hubstyle @ git+{REPOSITORY_URL}"'
+UNKNOWN_DATASET = "unknown"  # model-index dataset type of data no Hub dataset holds (setfit's convention)
 DEFAULT_LICENSE = "mit"
 DEFAULT_LANGUAGE = "en"
 TINY_PARAMS = 100_000_000  # below this the card warns that continuations are imitations, not coherent text
 
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
 
 
 @dataclass(frozen=True)
@@ -55,12 +69,15 @@ class RepoIds:
     license: str = DEFAULT_LICENSE
     language: str = DEFAULT_LANGUAGE
     datasets: tuple[str, ...] = ()
+    gguf: str | None = None  # the GGUF repo (llama.cpp / Ollama files of the merged model)
 
     def __post_init__(self) -> None:
         for role in ("adapter", "merged", "classifier", "space"):
             check_repo_id(getattr(self, role), f"RepoIds.{role}")
         if self.base is not None:  # may name a model hubstyle did not make, e.g. the legacy Hub id 'gpt2'
             check_repo_id(self.base, "RepoIds.base", namespace_required=False)
+        if self.gguf is not None:
+            check_repo_id(self.gguf, "RepoIds.gguf")
         for role in ("license", "language"):
             if not getattr(self, role):
                 raise HubstyleError(f"RepoIds.{role} is empty; give e.g. license='mit', language='en'")
@@ -102,83 +119,31 @@ def _is_local_path(text: str) -> bool:
     return text.startswith((".", "/", "~")) or (any(sep in text for sep in seps) and Path(text).exists())
 
 
-# --------------------------------------------------------------------------------------------------- facts
-
-
-class _Facts:
-    """Read access to metrics.json that turns a missing fact into an error naming it (dotted path)."""
-
-    def __init__(self, metrics: Mapping[str, Any], card: str):
-        if not isinstance(metrics, Mapping):
-            raise HubstyleError(f"{METRICS} must be a JSON object, got {type(metrics).__name__}")
-        self.metrics = metrics
-        self.card = card
-
-    def has(self, path: str) -> bool:
-        try:
-            return self._walk(path) is not None
-        except KeyError:
-            return False
-
-    def need(self, path: str, section: str) -> Any:
-        """Return the fact at dotted ``path``; raise a one-line HubstyleError when it is missing or null."""
-        try:
-            value = self._walk(path)
-        except KeyError:
-            value = None
-        if value is None:
-            raise HubstyleError(
-                f"{METRICS} has no '{path}', which the {self.card} card's {section} section needs; "
-                "re-run the step that records it (train / evaluate) or add it"
-            )
-        return value
-
-    def number(self, path: str, section: str) -> float:
-        """Return the finite number at ``path`` (bools are not numbers here)."""
-        value = self.need(path, section)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise HubstyleError(f"{METRICS} '{path}' is {value!r}; the {self.card} card needs a finite number there")
-        return value
-
-    def mapping(self, path: str, section: str) -> Mapping[str, Any]:
-        value = self.need(path, section)
-        if not isinstance(value, Mapping) or not value:
-            raise HubstyleError(f"{METRICS} '{path}' is {value!r}; the {self.card} card needs a non-empty object there")
-        return value
-
-    def _walk(self, path: str) -> Any:
-        node: Any = self.metrics
-        for key in path.split("."):
-            if not isinstance(node, Mapping) or key not in node:
-                raise KeyError(path)
-            node = node[key]
-        return node
-
-
 # --------------------------------------------------------------------------------------------------- cards
 
 
 def adapter_card(
-    metrics: Mapping[str, Any],
+    facts: RunFacts,
     ids: RepoIds,
     demo_table: Mapping[str, Any],
     *,
     eval_plots: Sequence[str] = (),
+    manifest: str | None = None,
 ) -> "ModelCard":
     """Return the style adapter's card: metadata, results, demo table, training, classifier, usage, limitations.
 
-    ``eval_plots`` are extra image paths (relative to the repo folder) shown under the results.
+    ``eval_plots`` are extra image paths (relative to the repo folder) shown under the results; ``manifest`` is the
+    run manifest's file in the repo folder (`hubstyle run`'s run.json), cited in the training section.
     """
     from huggingface_hub import ModelCardData
 
-    f = _Facts(metrics, "adapter")
     base = _base_id(ids)
-    style = str(f.need("run.style", "title"))
+    style = facts.run.style
     model_name = ids.adapter.split("/")[-1]
-    method = f.need("training.method", "training")
+    method = facts.training.method
     if method not in ("lora", "qlora"):
         raise HubstyleError(
-            f"{METRICS} 'training.method' is '{method}': that run trained the whole model, not an adapter; "
+            f"the run's training.method is '{method}': that run trained the whole model, not an adapter; "
             "publish it as a merged/full model instead"
         )
     tags = ["hubstyle", "lora", "style-transfer", style, "text-generation"] + (["qlora"] if method == "qlora" else [])
@@ -188,79 +153,81 @@ def adapter_card(
         library_name="peft",
         pipeline_tag="text-generation",
         tags=tags,
-        datasets=list(ids.datasets) or None,
+        datasets=_datasets(facts, ids),
         license=ids.license,
         language=ids.language,
         model_name=model_name,
-        eval_results=_lm_eval_results(f, model_name),
+        eval_results=_lm_eval_results(facts, "adapter"),
     )
     kwargs = {
-        **_common(f, ids, style),
-        **_results(f),
+        **_common(facts, ids),
+        **_results(facts, "adapter"),
         **_demo(demo_table),
-        **_training(f),
-        **_classifier_summary(f, ids),
-        **_pretrain(f, ids, required=False),
-        **_blend_sweep(f, style),
+        **_training(facts, "adapter"),
+        **_classifier_summary(facts, "adapter"),
+        **_pretrain(facts, ids, card="adapter", required=False),
+        **_blend_sweep(facts),
         "repo_id": ids.adapter,
         "eval_plots": [{"path": p, "title": _plot_title(p)} for p in eval_plots],
+        "manifest_file": manifest,
     }
     return _render("adapter", data, kwargs)
 
 
-def merged_card(metrics: Mapping[str, Any], ids: RepoIds, demo_table: Mapping[str, Any]) -> "ModelCard":
-    """Return the card of the adapter merged into its base: a plain transformers model with the same results."""
+def merged_card(
+    facts: RunFacts, ids: RepoIds, demo_table: Mapping[str, Any], *, manifest: str | None = None
+) -> "ModelCard":
+    """Return the card of the adapter merged into its base: a plain transformers model with the same results
+    (``manifest``: the run manifest's file in the repo folder, cited in the training section)."""
     from huggingface_hub import ModelCardData
 
-    f = _Facts(metrics, "merged")
     base = _base_id(ids)
-    style = str(f.need("run.style", "title"))
+    style = facts.run.style
     model_name = ids.merged.split("/")[-1]
-    quantization = (f.metrics.get("training") or {}).get("quantization")
+    quantization = facts.training.quantization
     data = ModelCardData(
         base_model=base,
         base_model_relation="merge",
         library_name="transformers",
         pipeline_tag="text-generation",
         tags=["hubstyle", "lora", "style-transfer", style, "text-generation", "merged"],
-        datasets=list(ids.datasets) or None,
+        datasets=_datasets(facts, ids),
         license=ids.license,
         language=ids.language,
         model_name=model_name,
-        eval_results=_lm_eval_results(f, model_name),
+        eval_results=_lm_eval_results(facts, "merged"),
     )
     kwargs = {
-        **_common(f, ids, style),
-        **_results(f),
+        **_common(facts, ids),
+        **_results(facts, "merged"),
         **_demo(demo_table),
-        **_training(f),
+        **_training(facts, "merged"),
         "repo_id": ids.merged,
         "quantized_training": _QUANT_WORDS.get(quantization, "") if quantization else "",
+        "manifest_file": manifest,
     }
     return _render("merged", data, kwargs)
 
 
-def classifier_card(metrics: Mapping[str, Any], ids: RepoIds) -> "ModelCard":
+def classifier_card(facts: RunFacts, ids: RepoIds) -> "ModelCard":
     """Return the style classifier's card: labels, accuracy and macro-F1 (model-index), per-class table, confusion."""
     from huggingface_hub import EvalResult, ModelCardData
 
-    f = _Facts(metrics, "classifier")
-    style = str(f.need("run.style", "title"))
+    style = facts.run.style
     model_name = ids.classifier.split("/")[-1]
-    summary = _classifier_summary(f, ids)
-    n_heldout = int(f.number("classifier.n_heldout", "evaluation"))
+    summary = _classifier_summary(facts, "classifier")
+    clf = facts.need("classifier", "classifier", "evaluation")
+    # held-out passages of every class: the styles' test segments and the modern registers' validation segments
     dataset = dict(
         task_type="text-classification",
         task_name="Style classification",
-        dataset_type=CLASSIFIER_HELDOUT_DATASET,
-        dataset_name=f"held-out passages of {', '.join(summary['labels'])} ({n_heldout})",
-        dataset_split="test",
+        dataset_type=UNKNOWN_DATASET,
+        dataset_name=f"held-out passages of {', '.join(summary['labels'])} ({clf.n_heldout})",
     )
     results = [
-        EvalResult(**dataset, metric_type="accuracy", metric_name="Accuracy",
-                   metric_value=_round(f.number("classifier.accuracy", "evaluation"))),
+        EvalResult(**dataset, metric_type="accuracy", metric_name="Accuracy", metric_value=_round(clf.accuracy)),
         EvalResult(**dataset, metric_type="f1", metric_name="Macro F1", metric_args={"average": "macro"},
-                   metric_value=_round(f.number("classifier.macro_f1", "evaluation"))),
+                   metric_value=_round(clf.macro_f1)),
     ]
     backbone = summary["backbone_id"]
     data = ModelCardData(
@@ -269,7 +236,7 @@ def classifier_card(metrics: Mapping[str, Any], ids: RepoIds) -> "ModelCard":
         library_name="transformers",
         pipeline_tag="text-classification",
         tags=["hubstyle", "style-classifier", style, "text-classification"],
-        datasets=list(ids.datasets) or None,
+        datasets=_datasets(facts, ids),
         license=ids.license,
         language=ids.language,
         metrics=["accuracy", "f1"],
@@ -277,22 +244,20 @@ def classifier_card(metrics: Mapping[str, Any], ids: RepoIds) -> "ModelCard":
         eval_results=results,
     )
     kwargs = {
-        **_common(f, ids, style),
+        **_common(facts, ids),
         **summary,
         "repo_id": ids.classifier,
         "metrics_file": METRICS,
-        "n_train": _int(f.number("classifier.n_train", "training")),
-        "train_seconds": f"{f.number('classifier.train_seconds', 'training'):.1f}",
+        "n_train": _int(clf.n_train),
+        "train_seconds": f"{clf.train_seconds:.1f}",
         "example_text": json.dumps("Tell me what news you bring from the city.", ensure_ascii=False),
-        "robustness": _classifier_robustness(metrics.get("classifier") or {}),
+        "robustness": _classifier_robustness(clf.augment, clf.disfluent),
     }
     return _render("classifier", data, kwargs)
 
 
-def _classifier_robustness(report: Mapping[str, Any]) -> str:
+def _classifier_robustness(augment: float | None, disfluent) -> str:
     """Return the card's sentence on disfluent training copies and the held-out score on disfluent text, or ''."""
-    augment = (report.get("settings") or {}).get("augment")
-    noisy = report.get("disfluent") or {}
     parts = []
     if augment:
         parts.append(
@@ -300,13 +265,13 @@ def _classifier_robustness(report: Mapping[str, Any]) -> str:
             "repeated or spliced, stray punctuation, cut mid-word), with the same label, so that a small model's "
             "word salad is judged by its vocabulary and spelling, not taken for archaic style because it is disfluent."
         )
-    if "macro_f1" in noisy:
-        parts.append(f"On disfluent copies of the held-out passages: accuracy {noisy['accuracy']:.3f}, "
-                     f"macro-F1 {noisy['macro_f1']:.3f}.")
+    if disfluent is not None:
+        parts.append(f"On disfluent copies of the held-out passages: accuracy {disfluent.accuracy:.3f}, "
+                     f"macro-F1 {disfluent.macro_f1:.3f}.")
     return " ".join(parts)
 
 
-def base_card(metrics: Mapping[str, Any], ids: RepoIds, model_config: Mapping[str, Any]) -> "ModelCard":
+def base_card(facts: RunFacts, ids: RepoIds, model_config: Mapping[str, Any]) -> "ModelCard":
     """Return the card of the tiny base hubstyle pretrained: size, pretraining, val loss vs the bigram baseline.
 
     ``model_config`` is the base folder's config.json (for the architecture table).
@@ -315,27 +280,27 @@ def base_card(metrics: Mapping[str, Any], ids: RepoIds, model_config: Mapping[st
 
     from hubstyle.pretrain import PRETRAIN_REPORT
 
-    f = _Facts(metrics, "base")
     repo = _base_id(ids, published_here=True)
     model_name = repo.split("/")[-1]
-    pre = _pretrain(f, ids, required=True)
-    corpus = (f.metrics.get("pretrain") or {}).get("corpus")  # optional in hubstyle.metrics/1
-    dataset = dict(
-        task_type="text-generation",
-        task_name="Language modelling",
-        dataset_type=str(corpus or "hubstyle-pretrain-corpus"),
-        dataset_name=f"{pre['pretrain_corpus']} (validation split)",
-        dataset_split="validation",
-    )
-    val_loss = f.number("pretrain.val_loss", "pretraining")
-    results = [
-        EvalResult(**dataset, metric_type="loss", metric_name="Validation loss (nats/token)",
-                   metric_value=_round(val_loss)),
-        EvalResult(**dataset, metric_type="perplexity", metric_name="Validation perplexity",
-                   metric_value=_round(math.exp(val_loss))),
-        EvalResult(**dataset, metric_type="bigram_loss", metric_name="Bigram baseline validation loss (nats/token)",
-                   metric_value=_round(f.number("pretrain.bigram_val_loss", "pretraining"))),
-    ]
+    pre = _pretrain(facts, ids, card="base", required=True)
+    facts_pre = facts.need("pretrain", "base", "pretraining")
+    corpus = facts_pre.corpus
+    results = []
+    if corpus.hub_id:  # a corpus no Hub dataset holds is named in the text only
+        dataset = dict(
+            task_type="text-generation",
+            task_name="Language modelling",
+            dataset_type=corpus.hub_id,
+            dataset_config=corpus.hub_config,
+            dataset_name=f"{corpus.source}: hubstyle's held-out validation segments",
+            dataset_split="validation",
+        )
+        results = [
+            EvalResult(**dataset, metric_type="loss", metric_name="Validation loss (nats/token)",
+                       metric_value=_round(facts_pre.val_loss)),
+            EvalResult(**dataset, metric_type="perplexity", metric_name="Validation perplexity",
+                       metric_value=_round(math.exp(facts_pre.val_loss))),
+        ]
     if not isinstance(model_config, Mapping) or not model_config.get("model_type"):
         raise HubstyleError("the base folder's config.json has no 'model_type'; the base card's architecture needs it")
     architecture = [
@@ -347,10 +312,11 @@ def base_card(metrics: Mapping[str, Any], ids: RepoIds, model_config: Mapping[st
         library_name="transformers",
         pipeline_tag="text-generation",
         tags=["hubstyle", "tiny", "from-scratch", str(model_config["model_type"]), "text-generation"],
+        datasets=[corpus.hub_id] if corpus.hub_id else None,
         license=ids.license,
         language=ids.language,
         model_name=model_name,
-        eval_results=results,
+        eval_results=results or None,
     )
     kwargs = {
         **pre,
@@ -361,9 +327,67 @@ def base_card(metrics: Mapping[str, Any], ids: RepoIds, model_config: Mapping[st
         "architecture": architecture,
         "loss_plot": LOSS_PLOT,
         "pretrain_report": PRETRAIN_REPORT,
-        "hubstyle_version": str(f.need("run.hubstyle_version", "provenance")),
+        "hubstyle_version": facts.run.hubstyle_version,
     }
     return _render("base", data, kwargs)
+
+
+def gguf_card(
+    facts: RunFacts, ids: RepoIds, exports: Sequence["ExportReport"], demo_table: Mapping[str, Any]
+) -> "ModelCard":
+    """Return the GGUF repo's card: its files and how to run them in llama.cpp and Ollama (base_model: the merged repo).
+
+    ``exports`` are ``hubstyle.export.export_gguf`` reports of the files in the repo; the last one is the file the
+    Modelfile runs (each export rewrites the Modelfile).
+    """
+    from huggingface_hub import ModelCardData
+
+    if ids.gguf is None:
+        raise HubstyleError("RepoIds.gguf is None; set it to the GGUF repo id (default_repo_ids: OWNER/NAME-GGUF)")
+    if not exports:
+        raise HubstyleError("the GGUF card needs at least one export (hubstyle.export.export_gguf) to describe")
+    files = []
+    for report in exports:
+        files.append({"name": report.gguf.name, "type": report.quant.upper(), "size": _megabytes(report.size_bytes),
+                      "what": _GGUF_WHAT.get(report.quant, "the merged model")})
+        if report.lora is not None:
+            files.append({"name": report.lora.name, "type": "F16 LoRA", "size": _megabytes(report.lora_size_bytes),
+                          "what": "the style adapter alone, for a GGUF of the base model"})
+    lora = next((r.lora.name for r in exports if r.lora is not None), "")
+    data = ModelCardData(
+        base_model=ids.merged,
+        base_model_relation="quantized",
+        library_name="gguf",
+        pipeline_tag="text-generation",
+        tags=["hubstyle", "gguf", "llama.cpp", "ollama", facts.run.style, "text-generation"],
+        datasets=_datasets(facts, ids),
+        license=ids.license,
+        language=ids.language,
+        model_name=ids.gguf.split("/")[-1],
+    )
+    kwargs = {
+        **_common(facts, ids),
+        "gguf_repo": ids.gguf,
+        "files": files,
+        "lora_file": lora,
+        "modelfile_from": exports[-1].gguf.name,
+        "default_tag": exports[-1].quant.upper(),
+        "architecture": exports[-1].architecture,
+        "pre_tokenizer": exports[-1].pre_tokenizer,
+        "local_name": ids.gguf.split("/")[-1],
+        "example_prompt": _demo(demo_table)["example_prompt"],
+    }
+    return _render("gguf", data, kwargs)
+
+
+_GGUF_WHAT = {"f16": "the merged model in 16-bit floats: closest to the original",
+              "q8_0": "the merged model in 8-bit blocks: about half the size"}
+
+
+def _megabytes(n_bytes: int | None) -> str:
+    if n_bytes is None:
+        raise HubstyleError("a GGUF export report has no file size; export the file again")
+    return f"{n_bytes / 1e6:,.1f} MB" if n_bytes >= 1e6 else f"{n_bytes / 1e3:,.1f} kB"
 
 
 def card_links(card: "ModelCard") -> list[str]:
@@ -421,7 +445,9 @@ def _base_id(ids: RepoIds, *, published_here: bool = False) -> str:
     return check_repo_id(ids.base, "base model", namespace_required=published_here)
 
 
-def _common(f: _Facts, ids: RepoIds, style: str) -> dict[str, Any]:
+def _common(facts: RunFacts, ids: RepoIds) -> dict[str, Any]:
+    style = facts.run.style
+    chat = facts.training.chat_format == "model"  # answers in the base's chat template: usage goes through it
     return {
         "style": style,
         "style_title": style.replace("_", " ").replace("-", " ").title(),
@@ -431,92 +457,129 @@ def _common(f: _Facts, ids: RepoIds, style: str) -> dict[str, Any]:
         "merged_repo": ids.merged,
         "classifier_repo": ids.classifier,
         "space_repo": ids.space,
-        "hubstyle_version": str(f.need("run.hubstyle_version", "provenance")),
-        "run_name": str(f.need("run.name", "provenance")),
-        "created": str(f.need("run.created", "provenance")),
-        "weights_note": _weights_note(f.metrics.get("run", {}).get("base_weights") or {}),
+        "hubstyle_version": facts.run.hubstyle_version,
+        "run_name": facts.run.name,
+        "created": facts.run.created,
+        "weights_note": _weights_note(facts),
+        "install_command": INSTALL_COMMAND,
+        "chat": chat,
+        "generations": "answers" if chat else "continuations",
+        "generation": "answer" if chat else "continuation",
     }
 
 
-def _weights_note(weights: Mapping[str, Any]) -> str:
+def _weights_note(facts: RunFacts) -> str:
     """Return the sentence saying which base weights were trained and measured on, when they were not the Hub's."""
-    if weights.get("source") != "gguf-wheel":
+    weights = facts.run.base_weights
+    if weights.source != "gguf-wheel":
         return ""
-    sha = str(weights.get("gguf_sha256") or "")[:12]
+    missing = [k for k in ("gguf_file", "gguf_sha256") if not getattr(weights, k)]
+    if missing:
+        raise HubstyleError(f"the run's facts have no 'run.base_weights.{missing[0]}', which the card's note on the "
+                            "dequantized base weights needs; re-run training to record it")
     return (
-        f"Trained and measured on weights dequantized from a {weights.get('dequantized_from') or 'GGUF'} "
-        f"(`{weights.get('gguf_file')}`, sha256 `{sha}…`), not on the original Hub weights: the adapter works on the "
-        "original weights the way a QLoRA adapter does, and its numbers there may differ slightly."
+        f"Trained and measured on weights dequantized from a {weights.dequantized_from or 'GGUF'} "
+        f"(`{weights.gguf_file}`, sha256 `{weights.gguf_sha256[:12]}…`), not on the original Hub weights: the "
+        "adapter works on the original weights the way a QLoRA adapter does, and its numbers there may differ "
+        "slightly."
     )
 
 
-def _results(f: _Facts) -> dict[str, Any]:
-    section = "results"
-    sr = "style_rate"
+def _datasets(facts: RunFacts, ids: RepoIds) -> list[str] | None:
+    """Return the Hub datasets the run trained on (RepoIds.datasets when given), or None when none has a Hub id."""
+    found = list(ids.datasets) or [d.hub_id for d in facts.data.corpora if d.hub_id]
+    return list(dict.fromkeys(found)) or None
+
+
+def _results(facts: RunFacts, card: str) -> dict[str, Any]:
+    rate = facts.need("style_rate", card, "results")
+    ppl = facts.need("perplexity", card, "results")
+    answers = facts.need("answers", card, "results")
     rows = []
     for part, label in (("style", "held-out style text"), ("generic", "generic text")):
-        rows.append(
-            {
-                "part": part,
-                "label": label,
-                "base": f"{f.number(f'perplexity.{part}.base', section):.2f}",
-                "tuned": f"{f.number(f'perplexity.{part}.tuned', section):.2f}",
-            }
-        )
-    decoding = f.mapping(f"{sr}.decoding", section)
+        pair = getattr(ppl, part)
+        rows.append({"part": part, "label": label, "base": f"{pair.base:.2f}", "tuned": f"{pair.tuned:.2f}"})
+    floor = answers.tuned.relevance.floor
     return {
-        "target": str(f.need(f"{sr}.target", section)),
-        "n_prompts": int(f.number(f"{sr}.n_prompts", section)),
-        "decoding": _decoding_words(decoding, f"{sr}.decoding"),
-        "rate_base": _rate_text(f, "base", section),
-        "rate_tuned": _rate_text(f, "tuned", section),
+        "target": rate.target,
+        "n_prompts": rate.n_prompts,
+        "prompt_set": rate.prompt_set,
+        "decoding": rate.decoding.words(),
+        "rate_base": _rate_text(rate.base),
+        "rate_tuned": _rate_text(rate.tuned),
+        "relevance_base": _relevance_text(answers.base),
+        "relevance_tuned": _relevance_text(answers.tuned),
+        "relevance_floor": f"{floor:g}",
+        "fluency_base": _fluency_text(answers.base),
+        "fluency_tuned": _fluency_text(answers.tuned),
         "ppl_style": rows[0],
         "ppl_generic": rows[1],
-        "generic_corpus": str(f.need("data.generic_corpus", section)),
+        "generic_corpus": facts.data.generic.source,
     }
 
 
-def _rate_text(f: _Facts, side: str, section: str) -> str:
-    p = f"style_rate.{side}"
-    rate, low, high = (f.number(f"{p}.{k}", section) for k in ("rate", "low", "high"))
-    n, successes = int(f.number(f"{p}.n", section)), int(f.number(f"{p}.successes", section))
-    return f"{rate:.0%} ({successes}/{n}; 95% CI {low:.0%}–{high:.0%})"
+def _rate_text(rate) -> str:
+    return f"{rate.rate:.0%} ({rate.successes}/{rate.n}; 95% CI {rate.low:.0%}–{rate.high:.0%})"
 
 
-def _lm_eval_results(f: _Facts, model_name: str) -> list:
-    """Return the model-index: style rate and held-out perplexities of this model, and the base's for reference."""
+def _relevance_text(stats) -> str:
+    r = stats.relevance
+    return f"{r.mean:.3f} (95% CI {r.low:.3f}–{r.high:.3f}); {r.below_floor:.0%} under {r.floor:g}"
+
+
+def _fluency_text(stats) -> str:
+    return f"{stats.length.mean_words:.1f}; {stats.distinct_2:.2f}"
+
+
+def _lm_eval_results(facts: RunFacts, card: str) -> list:
+    """Return the model-index: this model's style rate and relevance on the prompt set, and its held-out
+    perplexities on corpora that are Hub datasets (the base model's figures stay in the card's text)."""
     from huggingface_hub import EvalResult
 
     section = "model-index"
-    style = str(f.need("run.style", section))
-    target = str(f.need("style_rate.target", section))
-    n_prompts = int(f.number("style_rate.n_prompts", section))
-    generic = str(f.need("data.generic_corpus", section))
+    rate = facts.need("style_rate", card, section)
+    answers = facts.need("answers", card, section)
+    ppl = facts.need("perplexity", card, section)
     prompts = dict(
         task_type="text-generation",
         task_name="Style transfer",
-        dataset_type=STYLE_PROMPTS_DATASET,
-        dataset_name=f"{n_prompts} neutral prompts, continuations classified as '{target}'",
+        dataset_type=UNKNOWN_DATASET,  # hubstyle's own prompt set is no Hub dataset
+        dataset_name=f"{rate.n_prompts} modern prompts ({rate.prompt_set})",
     )
-    style_text = dict(task_type="text-generation", task_name="Language modelling", dataset_type=style,
-                      dataset_name=f"{style} (held-out split)", dataset_split="test")
-    generic_text = dict(task_type="text-generation", task_name="Language modelling", dataset_type=generic,
-                        dataset_name=f"{generic} (held-out split)", dataset_split="test")
-    results = []
-    for side, prefix, who in (("tuned", "", "this model"), ("base", "base_", "base model")):
-        low, high = (f.number(f"style_rate.{side}.{k}", section) for k in ("low", "high"))
-        results.append(EvalResult(
-            **prompts, metric_type=f"{prefix}style_rate",
-            metric_name=f"Style rate, {who} (95% CI {low:.2f}-{high:.2f})",
-            metric_value=_round(f.number(f"style_rate.{side}.rate", section)),
-        ))
-    for data, part in ((style_text, "style"), (generic_text, "generic")):
-        for side, prefix, who in (("tuned", "", "this model"), ("base", "base_", "base model")):
-            results.append(EvalResult(
-                **data, metric_type=f"{prefix}perplexity", metric_name=f"Perplexity, {who}",
-                metric_value=_round(f.number(f"perplexity.{part}.{side}", section)),
-            ))
+    tuned, relevance = rate.tuned, answers.tuned.relevance
+    results = [
+        EvalResult(**prompts, metric_type="style_rate",
+                   metric_name=f"Style rate: share judged '{rate.target}' (95% CI {tuned.low:.2f}-{tuned.high:.2f})",
+                   metric_value=_round(tuned.rate)),
+        EvalResult(**prompts, metric_type="relevance",
+                   metric_name=f"Relevance: mean prompt-answer cosine, MiniLM-L6 (95% CI {relevance.low:.2f}-"
+                               f"{relevance.high:.2f})",
+                   metric_value=_round(relevance.mean)),
+    ]
+    for corpora, split, value in (
+        (facts.style_corpora(), facts.data.style_split, ppl.style.tuned),
+        ([facts.data.generic], facts.data.generic_split, ppl.generic.tuned),
+    ):
+        dataset = _hub_dataset(corpora, split)
+        if dataset is not None:
+            results.append(EvalResult(**dataset, metric_type="perplexity", metric_name="Perplexity",
+                                      metric_value=_round(value)))
     return results
+
+
+def _hub_dataset(corpora: Sequence[Dataset], split: str) -> dict[str, Any] | None:
+    """Return the model-index dataset fields of held-out text from ``corpora``, or None unless it is one Hub dataset."""
+    if len(corpora) != 1 or not corpora[0].hub_id:
+        return None
+    corpus = corpora[0]
+    return dict(
+        task_type="text-generation",
+        task_name="Language modelling",
+        dataset_type=corpus.hub_id,
+        dataset_config=corpus.hub_config,
+        dataset_name=f"{corpus.source}: hubstyle's held-out {split} segments",
+        dataset_split=split,
+    )
 
 
 def _demo(table: Mapping[str, Any]) -> dict[str, Any]:
@@ -531,116 +594,92 @@ def _demo(table: Mapping[str, Any]) -> dict[str, Any]:
         missing = [k for k in ("prompt", "base", "tuned") if not isinstance(row, Mapping) or row.get(k) is None]
         if missing:
             raise HubstyleError(f"{DEMO_TABLE} row {i} has no '{missing[0]}'; each row needs prompt, base and tuned")
-    decoding = table.get("decoding")
-    if not isinstance(decoding, Mapping):
+    if not isinstance(table.get("decoding"), Mapping):
         raise HubstyleError(f"{DEMO_TABLE} has no 'decoding', which the card's demo section needs; re-run evaluate")
     return {
         "demo_table": demo_table_markdown(table).rstrip("\n"),
-        "demo_decoding": _decoding_words(decoding, f"{DEMO_TABLE} 'decoding'"),
+        "demo_decoding": load_decoding(table["decoding"], DEMO_TABLE).words(),
         "example_prompt": json.dumps(str(rows[0]["prompt"]), ensure_ascii=False),
         "demo_file": DEMO_TABLE,
     }
 
 
-def _decoding_words(decoding: Mapping[str, Any], where: str) -> str:
-    if "max_new_tokens" not in decoding or "do_sample" not in decoding:
-        raise HubstyleError(f"{where} needs 'max_new_tokens' and 'do_sample'")
-    tokens = f"up to {int(decoding['max_new_tokens'])} new tokens"
-    if not decoding["do_sample"]:
-        return f"greedy decoding, {tokens}"
-    missing = [k for k in ("temperature", "top_p", "seed") if decoding.get(k) is None]
-    if missing:
-        raise HubstyleError(f"{where} samples but has no '{missing[0]}'")
-    return (
-        f"sampling with temperature {decoding['temperature']}, top-p {decoding['top_p']} and seed "
-        f"{decoding['seed']}, {tokens}"
-    )
-
-
-def _training(f: _Facts) -> dict[str, Any]:
-    section = "training"
-    t = "training"
-    hyper = f.mapping(f"{t}.hyperparameters", section)
-    targets = f.metrics[t].get("target_modules")
-    hyperparameters = [{"name": k, "value": _cell(v)} for k, v in hyper.items() if v is not None]
-    if targets is not None:
-        hyperparameters.append({"name": "target_modules (resolved)", "value": _cell(targets)})
-    styles = f.mapping("data.styles", "training data")
-    data_rows = []
-    for label, splits in styles.items():
-        if not isinstance(splits, Mapping):
-            raise HubstyleError(f"{METRICS} 'data.styles.{label}' must map split -> tokens, got {splits!r}")
-        data_rows.append(
-            {"label": _cell(label), **{s: _int(f.number(f"data.styles.{label}.{s}", "training data"))
-                                       for s in ("train", "validation", "test")}}
-        )
-    trainable = int(f.number(f"{t}.trainable_params", section))
-    total = int(f.number(f"{t}.total_params", section))
-    quantization = f.metrics[t].get("quantization")
-    val = f.metrics[t].get("final_val_loss")
+def _training(facts: RunFacts, card: str) -> dict[str, Any]:
+    t = facts.training
+    if t.final_train_loss is None:
+        raise HubstyleError(f"the run's facts have no 'training.final_train_loss', which the {card} card's training "
+                            "section needs; re-run training")
+    hyperparameters = [{"name": k, "value": _cell(v)} for k, v in t.hyperparameters.items() if v is not None]
+    if not hyperparameters:
+        raise HubstyleError(f"the run's facts have no 'training.hyperparameters', which the {card} card's training "
+                            "section needs; re-run training")
+    if t.target_modules is not None:
+        hyperparameters.append({"name": "target_modules (resolved)", "value": _cell(t.target_modules)})
+    if not facts.data.styles:
+        raise HubstyleError(f"the run's facts have no 'data.styles', which the {card} card's training data table "
+                            "needs; re-run training")
+    data_rows = [
+        {"label": _cell(label), "train": _int(s.train), "validation": _int(s.validation), "test": _int(s.test)}
+        for label, s in facts.data.styles.items()
+    ]
     return {
-        "method": str(f.need(f"{t}.method", section)),
+        "method": t.method,
         "trained_on": (
-            f"a {_QUANT_WORDS.get(quantization, str(quantization))} quantized copy of the base"
-            if quantization else "the full-precision base"
+            f"a {_QUANT_WORDS.get(t.quantization, t.quantization)} quantized copy of the base"
+            if t.quantization else "the full-precision base"
         ),
-        "trainable_params": _int(trainable),
-        "total_params": _int(total),
-        "trainable_share": f"{trainable / total:.2%}" if total else "n/a",
-        "train_tokens": _int(f.number(f"{t}.train_tokens", section)),
-        "steps": _int(f.number(f"{t}.steps", section)),
-        "seconds": f"{f.number(f'{t}.seconds', section):.1f}",
-        "tokens_per_second": _int(round(f.number(f"{t}.tokens_per_second", section))),
-        "bf16": "bf16 autocast" if f.need(f"{t}.bf16", section) else "float32",
-        "final_train_loss": f"{f.number(f'{t}.final_train_loss', section):.3f}",
-        "final_val_loss": f"{val:.3f}" if isinstance(val, (int, float)) else "not measured",
+        "trainable_params": _int(t.trainable_params),
+        "total_params": _int(t.total_params),
+        "trainable_share": f"{t.trainable_params / t.total_params:.2%}" if t.total_params else "n/a",
+        "train_tokens": _int(t.train_tokens),
+        "steps": _int(t.steps),
+        "seconds": f"{t.seconds:.1f}",
+        "tokens_per_second": _int(round(t.tokens_per_second)),
+        "bf16": "bf16 autocast" if t.bf16 else "float32",
+        "final_train_loss": f"{t.final_train_loss:.3f}",
+        "final_val_loss": f"{t.final_val_loss:.3f}" if t.final_val_loss is not None else "not measured",
         "hyperparameters": hyperparameters,
         "data_rows": data_rows,
         "loss_plot": LOSS_PLOT,
         "loss_history_file": LOSS_HISTORY,
         "training_facts_file": TRAINING_FACTS,
-        "model_size": _size_words(total),
-        "tiny_model": total < TINY_PARAMS,
+        "model_size": _size_words(t.total_params),
+        "tiny_model": t.total_params < TINY_PARAMS,
     }
 
 
-def _classifier_summary(f: _Facts, ids: RepoIds) -> dict[str, Any]:
+def _classifier_summary(facts: RunFacts, card: str) -> dict[str, Any]:
     from hubstyle.evaluate.classifier import CONFUSION_FILE
 
-    section = "style classifier"
-    c = "classifier"
-    labels = f.need(f"{c}.labels", section)
-    if not isinstance(labels, list) or len(labels) < 2:
-        raise HubstyleError(f"{METRICS} '{c}.labels' is {labels!r}; the classifier needs at least two labels")
-    labels = [str(x) for x in labels]
-    per_class = f.mapping(f"{c}.per_class", section)
+    c = facts.need("classifier", card, "style classifier")
+    labels = c.labels
+    if len(labels) < 2:
+        raise HubstyleError(f"the run's 'classifier.labels' is {labels!r}; the classifier needs at least two labels")
+    unknown = sorted(set(c.per_class) - set(labels))
+    if unknown:
+        raise HubstyleError(f"the run's 'classifier.per_class' has '{unknown[0]}', which is not in 'classifier.labels' "
+                            f"{labels}")
+    missing = [label for label in labels if label not in c.per_class]
+    if missing:
+        raise HubstyleError(f"the run's facts have no 'classifier.per_class.{missing[0]}', which the {card} card's "
+                            "style classifier table needs; re-train the classifier")
     class_rows = [
-        {
-            "label": _cell(label),
-            **{k: f"{f.number(f'{c}.per_class.{label}.{k}', section):.3f}" for k in ("precision", "recall", "f1")},
-        }
+        {"label": _cell(label), **{k: f"{getattr(c.per_class[label], k):.3f}" for k in ("precision", "recall", "f1")}}
         for label in labels
     ]
-    unknown = sorted(set(per_class) - set(labels))
-    if unknown:
-        raise HubstyleError(f"{METRICS} '{c}.per_class' has '{unknown[0]}', which is not in '{c}.labels' {labels}")
-    matrix = f.need(f"{c}.confusion_matrix", section)
-    if (
-        not isinstance(matrix, list)
-        or len(matrix) != len(labels)
-        or any(not isinstance(r, list) or len(r) != len(labels) for r in matrix)
-    ):
+    matrix = c.confusion_matrix
+    if len(matrix) != len(labels) or any(len(row) != len(labels) for row in matrix):
         raise HubstyleError(
-            f"{METRICS} '{c}.confusion_matrix' must be {len(labels)}x{len(labels)} (one row per label), got {matrix!r}"
+            f"the run's 'classifier.confusion_matrix' must be {len(labels)}x{len(labels)} (one row per label), "
+            f"got {matrix!r}"
         )
-    backbone = str(f.need(f"{c}.backbone", section))
-    backbone_id = _hub_id_or_none(backbone)
+    backbone_id = _hub_id_or_none(c.backbone)
     return {
         "labels": labels,
         "labels_text": ", ".join(f"`{x}`" for x in labels),
-        "accuracy": f"{f.number(f'{c}.accuracy', section):.3f}",
-        "macro_f1": f"{f.number(f'{c}.macro_f1', section):.3f}",
-        "n_heldout": _int(f.number(f"{c}.n_heldout", section)),
+        "accuracy": f"{c.accuracy:.3f}",
+        "macro_f1": f"{c.macro_f1:.3f}",
+        "n_heldout": _int(c.n_heldout),
         "class_rows": class_rows,
         "matrix_header": " | ".join(_cell(x) for x in labels),
         "matrix_rule": " | ".join("---:" for _ in labels),
@@ -648,7 +687,7 @@ def _classifier_summary(f: _Facts, ids: RepoIds) -> dict[str, Any]:
             {"label": _cell(label), "cells": " | ".join(_int(v) for v in row)} for label, row in zip(labels, matrix)
         ],
         "confusion_plot": CONFUSION_FILE,
-        "backbone": backbone_id or "/".join(Path(backbone).parts[-2:]),
+        "backbone": backbone_id or "/".join(Path(c.backbone).parts[-2:]),
         "backbone_id": backbone_id or "",
     }
 
@@ -660,23 +699,21 @@ _PRETRAIN_KEYS = (
 )
 
 
-def _pretrain(f: _Facts, ids: RepoIds, *, required: bool) -> dict[str, Any]:
-    if not required and "pretrain" not in f.metrics:
+def _pretrain(facts: RunFacts, ids: RepoIds, *, card: str, required: bool) -> dict[str, Any]:
+    if not required and facts.pretrain is None:
         return dict.fromkeys(_PRETRAIN_KEYS)  # optional section, absent: the template skips it on `pretrain`
-    section = "pretraining"
-    p = "pretrain"
-    val, bigram = f.number(f"{p}.val_loss", section), f.number(f"{p}.bigram_val_loss", section)
-    corpus = (f.metrics.get(p) or {}).get("corpus") or "the pretraining corpus"
+    p = facts.need("pretrain", card, "pretraining")
+    val, bigram = p.val_loss, p.bigram_val_loss
     return {
         "pretrain": True,
-        "pretrain_corpus": str(corpus),
-        "pretrain_params": _int(f.number(f"{p}.n_params", section)),
-        "pretrain_size": _size_words(f.number(f"{p}.n_params", section)),
-        "pretrain_vocab": _int(f.number(f"{p}.vocab_size", section)),
-        "pretrain_tokens": _int(f.number(f"{p}.train_tokens", section)),
-        "pretrain_steps": _int(f.number(f"{p}.steps", section)),
-        "pretrain_seconds": f"{f.number(f'{p}.seconds', section):.1f}",
-        "pretrain_tps": _int(round(f.number(f"{p}.tokens_per_second", section))),
+        "pretrain_corpus": p.corpus.source,
+        "pretrain_params": _int(p.n_params),
+        "pretrain_size": _size_words(p.n_params),
+        "pretrain_vocab": _int(p.vocab_size),
+        "pretrain_tokens": _int(p.train_tokens),
+        "pretrain_steps": _int(p.steps),
+        "pretrain_seconds": f"{p.seconds:.1f}",
+        "pretrain_tps": _int(round(p.tokens_per_second)),
         "pretrain_val_loss": f"{val:.3f}",
         "pretrain_val_ppl": f"{math.exp(val):.1f}",
         "pretrain_bigram_loss": f"{bigram:.3f}",
@@ -687,26 +724,19 @@ def _pretrain(f: _Facts, ids: RepoIds, *, required: bool) -> dict[str, Any]:
     }
 
 
-def _blend_sweep(f: _Facts, style: str) -> dict[str, Any]:
-    sweep = f.metrics.get("blend_sweep")
-    if not sweep:
-        return {"blend_rows": []}
-    if not isinstance(sweep, list):
-        raise HubstyleError(f"{METRICS} 'blend_sweep' must be a list of points, got {type(sweep).__name__}")
+def _blend_sweep(facts: RunFacts) -> dict[str, Any]:
+    style = facts.run.style
     rows = []
-    for i, point in enumerate(sweep):
-        where = f"blend_sweep.{i}"
-        sub = _Facts({"p": point}, "adapter")
-        try:
-            share = sub.number(f"p.per_class.{style}", "blend sweep")
-            rows.append({
-                "weight": f"{sub.number('p.weight', 'blend sweep'):.2f}",
-                "share": f"{share:.0%}",
-                "style_ppl": f"{sub.number('p.style_perplexity', 'blend sweep'):.2f}",
-                "generic_ppl": f"{sub.number('p.generic_perplexity', 'blend sweep'):.2f}",
-            })
-        except HubstyleError as err:
-            raise HubstyleError(str(err).replace("'p.", f"'{where}.")) from None
+    for i, point in enumerate(facts.blend_sweep):
+        if style not in point.per_class:
+            raise HubstyleError(f"the run's facts have no 'blend_sweep.{i}.per_class.{style}', which the adapter "
+                                "card's blend table needs; record the sweep with card_points(sweep, style)")
+        rows.append({
+            "weight": f"{point.weight:.2f}",
+            "share": f"{point.per_class[style]:.0%}",
+            "style_ppl": f"{point.style_perplexity:.2f}",
+            "generic_ppl": f"{point.generic_perplexity:.2f}",
+        })
     return {"blend_rows": rows}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -17,6 +18,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _global_options(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and library logs (like HUBSTYLE_DEBUG=1)."),
+) -> None:
+    """Options before the command; `main` reads --debug from the command line before the command runs."""
+
 
 
 @app.command()
@@ -67,13 +76,17 @@ def pretrain(
 @app.command()
 def train(
     config: Path = typer.Argument(..., help="Run config (YAML)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in OUTPUT_DIR/checkpoints."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in OUTPUT_DIR/checkpoints "
+                                "(refused if made with another config, data or max_steps; without it, a fresh run)."),
 ) -> None:
     """Train the style adapter (or full model) that CONFIG describes; writes OUTPUT_DIR/adapter and metrics.json."""
     from hubstyle.config import load_config
+    from hubstyle.fsio import is_main_process
     from hubstyle.pipeline import run
 
     result = run(load_config(config), resume=resume)
+    if not is_main_process():
+        return  # the main process reports for every rank
     loss = result.metrics.get("heldout_loss", {}).get("style")
     if loss:
         typer.echo(f"held-out style loss: base {loss['base']:.3f} -> tuned {loss['tuned']:.3f}")
@@ -95,10 +108,10 @@ def generate(
         plain, tuned = side_by_side(base, adapter, [prompt], max_new_tokens)[0]
         typer.echo(f"base : {plain}\ntuned: {tuned}")
         return
-    tokenizer, model = load_tokenizer(base), load_base(base)
-    batch = tokenizer(prompt, return_tensors="pt").to(model.device)
-    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    typer.echo(tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+    from hubstyle.evaluate.generation import generate as continue_prompts
+
+    (text,) = continue_prompts(load_base(base), load_tokenizer(base), [prompt], max_new_tokens=max_new_tokens)
+    typer.echo(text)
 
 
 @app.command()
@@ -193,6 +206,8 @@ classifier_app = typer.Typer(help="The style classifier that measures style rate
 space_app = typer.Typer(help="The Gradio Space: base vs tuned side by side.", no_args_is_help=True)
 app.add_typer(classifier_app, name="classifier")
 app.add_typer(space_app, name="space")
+export_app = typer.Typer(help="Files for other runtimes: GGUF for llama.cpp and Ollama.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
 
 
 @app.command()
@@ -251,6 +266,27 @@ def classifier_train(
         typer.echo(f"  {name}: {reg['accuracy']:.3f} of {reg['n']} held-out passages called '{reg['label']}'")
 
 
+@app.command("run")
+def run_command(
+    config: Path = typer.Argument(..., help="Run config (YAML)."),
+    from_stage: Optional[str] = typer.Option(None, "--from", help="Run this stage and all after it even if cached: "
+                                             "data, base, train, evaluate, publish or push."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print which stages would run or be skipped, and why; "
+                                 "write nothing."),
+    repo_id: Optional[str] = typer.Option(None, "--repo-id", help="OWNER/NAME of the adapter repo (overrides push.repo_id)."),
+    tag: Optional[str] = typer.Option(None, "--tag", help="Tag every pushed repo with this name (overrides push.tag)."),
+    push: Optional[bool] = typer.Option(None, "--push/--no-push", help="--push: fail unless the push runs (repo id "
+                                        "and token needed); --no-push: never push. Default: push when push.repo_id "
+                                        "is set and a token exists."),
+) -> None:
+    """Run the whole chain CONFIG asks for (data, base, train, evaluate, publish, push), skipping unchanged stages."""
+    from hubstyle.config import load_config
+    from hubstyle.runner import run_config
+
+    run_config(load_config(config), config_file=config, from_stage=from_stage, dry_run=dry_run, repo_id=repo_id,
+               tag=tag, push=push, log=typer.echo)
+
+
 @app.command()
 def card(
     run_dir: Path = typer.Argument(..., help="A run folder (with metrics.json)."),
@@ -267,7 +303,7 @@ def card(
 def push(
     run_dir: Path = typer.Argument(..., help="A run folder (with metrics.json)."),
     repo_id: str = typer.Option(..., "--repo-id", help="OWNER/NAME of the adapter repo; others get suffixes."),
-    what: str = typer.Option("all", help="adapter, merged, classifier, space, base, or all (comma-separated)."),
+    what: str = typer.Option("all", help="adapter, merged, classifier, gguf, space, base, or all (comma-separated)."),
     private: bool = typer.Option(False, "--private", help="Create the repos private."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would change and the card; touch nothing."),
     tag: Optional[str] = typer.Option(None, help="Tag every pushed repo with this name (e.g. the release)."),
@@ -288,12 +324,13 @@ def space_build(
     """Write the Space repo folder: README front matter, requirements.txt, app.py, config and demo table."""
     import shutil
 
+    from hubstyle.fsio import atomic_folder
     from hubstyle.release import prepare_release
 
     (part,) = prepare_release(run_dir, repo_id, ("space",))
     if out is not None and out.resolve() != part.folder.resolve():
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.copytree(part.folder, out)
+        with atomic_folder(out) as stage:
+            shutil.copytree(part.folder, stage, dirs_exist_ok=True)
     typer.echo(f"Space folder: {out or part.folder} (pushes to spaces/{part.repo_id})")
 
 
@@ -305,19 +342,41 @@ def space_run(
     """Launch the Space locally on the run's base and adapter (127.0.0.1, no analytics, no share link)."""
     import json
 
+    from hubstyle.bases import loadable_path
+    from hubstyle.facts import load_facts
     from hubstyle.layout import RunLayout
     from hubstyle.space import SpaceSettings, launch
+    from hubstyle.space_folder import demo_caption
 
     layout = RunLayout(run_dir)
-    if not layout.metrics.is_file():
-        raise HubstyleError(f"'{run_dir}' has no metrics.json; run `hubstyle train` or the quickstart first")
-    metrics = json.loads(layout.metrics.read_text(encoding="utf-8"))
-    rows = json.loads(layout.demo_table.read_text(encoding="utf-8"))["rows"] if layout.demo_table.is_file() else []
+    facts = load_facts(layout.root)
+    table = json.loads(layout.demo_table.read_text(encoding="utf-8")) if layout.demo_table.is_file() else {}
+    rows, decoding = table.get("rows") or [], table.get("decoding") or {}
     settings = SpaceSettings(
-        base=metrics["run"]["base_model"], adapters={metrics["run"]["style"]: str(layout.adapter)},
-        demo_rows=rows, examples=[r["prompt"] for r in rows],
+        base=loadable_path(facts.run.base_model),  # offline, the wheel's dequantized folder stands for the Hub id
+        adapters={facts.run.style: str(layout.adapter)},
+        demo_rows=rows, examples=[r["prompt"] for r in rows], chat=decoding.get("chat"),
+        **({"demo_caption": demo_caption(decoding)} if rows else {}),
     )
     launch(settings, port=port, prevent_thread_lock=False)
+
+
+@export_app.command("gguf")
+def export_gguf(
+    run_dir: Path = typer.Argument(..., help="A run folder (publish/merged/, model/ or adapter/) or a model folder."),
+    quant: str = typer.Option("f16", "--quant", help="f16 or q8_0."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the GGUF and Modelfile (default RUN_DIR/gguf)."),
+    lora: bool = typer.Option(False, "--lora", help="Also write the adapter alone as a LoRA GGUF."),
+) -> None:
+    """Write the merged model as one GGUF (tokenizer, chat template) with an Ollama Modelfile; --lora: the adapter too."""
+    from hubstyle.export import export_gguf as export
+
+    report = export(run_dir, quant, out, lora)
+    typer.echo(f"{report.gguf}  {report.size_bytes / 1e6:.1f} MB ({report.quant}, from {report.source}, "
+               f"{report.seconds:.0f}s)")
+    if report.lora is not None:
+        typer.echo(f"{report.lora}  {report.lora_size_bytes / 1e6:.1f} MB (LoRA; apply it on the base model's GGUF)")
+    typer.echo(f"{report.modelfile}  (ollama create NAME -f {report.modelfile})")
 
 
 def _quiet_libraries() -> None:
@@ -329,27 +388,56 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
     # bitsandbytes on a CPU without its optional `kernels` package; peft checking an offline base's vocabulary
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # logs "kernels-community" on CPUs without `kernels`
+    warnings.filterwarnings("ignore", message=".*kernels-community.*")  # ... and also warns it, once per process
     warnings.filterwarnings("ignore", message=".*Could not find a config file in.*")
     warnings.filterwarnings("ignore", message=".*Unable to fetch remote file.*")
     warnings.filterwarnings("ignore", message=".*loss_type=None.*")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # retry chatter; a failed push ends in one line
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # a "Loading weights" bar for every model hubstyle opens
+
+
+def _debug_requested(argv: list[str]) -> bool:
+    """Return whether `--debug` comes before the command, or HUBSTYLE_DEBUG is set."""
+    import itertools
+
+    options = itertools.takewhile(lambda arg: arg.startswith("-"), argv)
+    return os.environ.get("HUBSTYLE_DEBUG", "") not in ("", "0") or "--debug" in options
+
+
+def error_line(err: Exception) -> str:
+    """Return the one line the CLI prints for ``err``: a HubstyleError's message, else what went wrong and where."""
+    if isinstance(err, HubstyleError):
+        return " ".join(str(err).split("\n"))
+    text = " ".join(str(err).split())
+    if getattr(err, "errno", None) == errno.ENOSPC or "No space left on device" in text or "os error 28" in text:
+        where = f" while writing '{err.filename}'" if getattr(err, "filename", None) else ""
+        return f"the disk is full (No space left on device){where}; free some space and run the command again"
+    if isinstance(err, OSError) and err.strerror:
+        where = f": '{err.filename}'" if err.filename else ""
+        return f"{err.strerror}{where}"
+    return f"unexpected {type(err).__name__}: {text[:300]} (run `hubstyle --debug ...` for the traceback)"
 
 
 def main() -> None:
-    """Run the CLI; bad input ends with one line on stderr and exit code 1 (HUBSTYLE_DEBUG=1 shows tracebacks)."""
-    if not os.environ.get("HUBSTYLE_DEBUG"):
+    """Run the CLI; any failure ends with one line on stderr and exit code 1 (`hubstyle --debug ...` or
+    HUBSTYLE_DEBUG=1 shows the traceback instead)."""
+    debug = _debug_requested(sys.argv[1:])
+    if not debug:
         _quiet_libraries()
     try:
         app()
-    except HubstyleError as err:
-        if os.environ.get("HUBSTYLE_DEBUG"):
-            raise
-        typer.echo(f"error: {err}", err=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as err:  # noqa: BLE001 - the one place every failure becomes one line
+        if debug:
+            raise
+        typer.echo(f"error: {error_line(err)}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

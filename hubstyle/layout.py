@@ -8,9 +8,12 @@ from pathlib import Path
 TRAINING_FACTS = "hubstyle_training.json"  # written into every adapter/model folder hubstyle trains
 LOSS_HISTORY = "loss_history.json"
 LOSS_PLOT = "loss.png"
-METRICS = "metrics.json"
+METRICS = "metrics.json"  # the report a person reads; hubstyle reads RUN_FACTS back
+RUN_FACTS = "run_facts.json"  # the typed record of the run (hubstyle.facts.RunFacts)
 DEMO_TABLE = "demo_table.json"
 CONFIG_COPY = "config.yaml"
+MANIFEST = "run.json"  # how the run was made, stage by stage (hubstyle.manifest.RunManifest; `hubstyle run`)
+SAMPLES = "samples.jsonl"  # the style samples the data stage made, one JSON object a line
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,10 @@ class RunLayout:
         """The fully fine-tuned model (methods `full` and `freeze_attention`)."""
         return self.root / "model"
 
+    def trained(self, method: str) -> Path:
+        """Return the folder training with ``method`` writes: the adapter for LoRA methods, else the whole model."""
+        return self.adapter if method in ("lora", "qlora") else self.model
+
     @property
     def checkpoints(self) -> Path:
         """Training checkpoints for resume (never published)."""
@@ -55,6 +62,11 @@ class RunLayout:
         return self.root / METRICS
 
     @property
+    def facts(self) -> Path:
+        """The run's facts (hubstyle.facts.RunFacts), read by cards, publish and the Space."""
+        return self.root / RUN_FACTS
+
+    @property
     def demo_table(self) -> Path:
         """Base-vs-tuned demo table data."""
         return self.root / DEMO_TABLE
@@ -63,6 +75,21 @@ class RunLayout:
     def publish(self) -> Path:
         """Ready-to-push repo folders (each with its README card)."""
         return self.root / "publish"
+
+    @property
+    def gguf(self) -> Path:
+        """GGUF exports for llama.cpp and Ollama, with their Modelfile (`hubstyle export gguf`)."""
+        return self.root / "gguf"
+
+    @property
+    def manifest(self) -> Path:
+        """The run manifest: config, data hashes, package versions, stage keys and timings (`hubstyle run`)."""
+        return self.root / MANIFEST
+
+    @property
+    def data(self) -> Path:
+        """The data stage's output: the style samples (before splitting), as `hubstyle run` made them."""
+        return self.root / "data"
 
     @property
     def config(self) -> Path:

@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hubstyle.bases import TINY_BASE, resolve_base
+from hubstyle.bases import TINY_BASE, ResolvedBase, resolve_base
 from hubstyle.chat import IGNORE_INDEX
 from hubstyle.config import RunConfig
 from hubstyle.data import Conversation, Splits, split_blocks
 from hubstyle.dataset import StyleData, build_style_data, generic_splits, sample_text, style_blocks
 from hubstyle.errors import HubstyleError
+from hubstyle.facts import facts_for_run, write_facts
+from hubstyle.fsio import atomic_write, is_main_process
 from hubstyle.layout import RunLayout
 from hubstyle.models import check_cutoff
 from hubstyle.pretrain import PRETRAIN_REPORT, BigramBaseline, pretrain_base
@@ -22,12 +24,13 @@ from hubstyle.train import TrainReport, train
 METRICS_SCHEMA = "hubstyle.metrics/1"
 
 
-def ensure_base(cfg: RunConfig, layout: RunLayout, log=print) -> tuple[str, dict | None]:
-    """Return (base path or id, pretrain facts): pretrains the tiny base into OUT/base unless it is already there."""
+def ensure_base(cfg: RunConfig, layout: RunLayout, log=print, *, reuse: bool = True) -> tuple[str, dict | None]:
+    """Return (base path or id, pretrain facts): pretrains the tiny base into OUT/base unless it is already there
+    (or always, without `reuse`)."""
     if cfg.base_model != TINY_BASE:
         return cfg.base_model, None
     report_path = layout.base / PRETRAIN_REPORT
-    if report_path.is_file():
+    if reuse and report_path.is_file():
         log(f"reusing the tiny base in {layout.base}")
     else:
         parts = generic_splits(cfg.pretrain.corpus, cfg.pretrain.seed)
@@ -119,36 +122,70 @@ class RunResult:
 
 
 def run(cfg: RunConfig, *, resume: bool = False, log=print) -> RunResult:
-    """Return the RunResult of training `cfg`'s style adapter (pretraining the tiny base first if asked)."""
-    import yaml
+    """Return the RunResult of training `cfg`'s style adapter (pretraining the tiny base first if asked).
 
-    from hubstyle import __version__
-
+    Under a multi-process launch every process trains; the main process alone writes files, logs and evaluates (the
+    others return after training, with empty metrics).
+    """
+    main = is_main_process()
+    log = log if main else (lambda *_: None)
     blocks = style_blocks(cfg)  # bad corpora and bases fail here, before anything is written
     resolved = resolve_base(cfg.base_model, log=log) if cfg.base_model != TINY_BASE else None
+    check_run(cfg, resolved, chat=any(isinstance(b, Conversation) for samples in blocks.values() for b in samples))
+    count_tokens = count_tokens_with(resolved.path, cfg.chat.template) if resolved else None
+    layout = RunLayout(cfg.out)
+    base, pretrain_facts = ensure_base(cfg, layout, log) if resolved is None else (resolved.path, None)
+    data: StyleData = build_style_data(cfg, count_tokens or count_tokens_with(base, cfg.chat.template), blocks)
+    report = train_style(cfg, layout, base, data, resume=resume, log=log)
+    if not main:
+        return RunResult(layout=layout, training=report)
+    metrics = measure(cfg, layout, base, resolved, pretrain_facts, data, report, log)
+    return RunResult(layout=layout, training=report, metrics=metrics)
+
+
+def check_run(cfg: RunConfig, resolved: ResolvedBase | None, *, chat: bool) -> None:
+    """Raise before any work when the run cannot succeed: a context too short, a chat template missing for chat
+    samples, unknown LoRA target modules, a missing prompt file (`resolved` is None for the tiny base)."""
     if resolved is not None:
         check_cutoff(resolved.path, cfg.training.cutoff_len)
     elif cfg.training.cutoff_len > cfg.pretrain.block_size:
         raise HubstyleError(f"'training.cutoff_len' is {cfg.training.cutoff_len}, longer than the tiny base's context "
                             f"(pretrain.block_size {cfg.pretrain.block_size}); lower it or raise pretrain.block_size")
-    if any(isinstance(b, Conversation) for samples in blocks.values() for b in samples):
+    if chat:
         _check_chat_template(cfg, resolved)
-    count_tokens = count_tokens_with(resolved.path, cfg.chat.template) if resolved else None
-    layout = RunLayout(cfg.out)
-    layout.root.mkdir(parents=True, exist_ok=True)
-    layout.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
-    base, pretrain_facts = ensure_base(cfg, layout, log) if resolved is None else (resolved.path, None)
-    data: StyleData = build_style_data(cfg, count_tokens or count_tokens_with(base, cfg.chat.template), blocks)
+    if resolved is not None and cfg.training.target_modules:
+        _check_target_modules(resolved.path, cfg.training.target_modules)
+    if cfg.evaluation.enabled:  # a missing or empty prompt file fails now, not after training
+        _check_prompt_files(cfg)
+
+
+def train_style(cfg: RunConfig, layout: RunLayout, base: str, data: StyleData, *, resume: bool = False,
+                log=print) -> TrainReport:
+    """Return the TrainReport of training the adapter (or model) on `data`; writes it and the config copy."""
+    import yaml
+
     for label, counts in data.token_counts.items():
         log(f"style '{label}': {counts['train']:,} train / {counts['validation']:,} validation / {counts['test']:,} test tokens")
     validation = [t for s in data.splits.values() for t in s.validation]
-    out_dir = layout.adapter if cfg.training.method in ("lora", "qlora") else layout.model
+    out_dir = layout.trained(cfg.training.method)
     report = train(
         base, data.all_train_texts(), validation, out_dir, cfg.training, chat=cfg.chat,
         checkpoint_dir=layout.checkpoints, resume=resume,
         data_facts={"styles": data.token_counts, "mix": data.mix_report},
     )
-    log(f"trained {report.steps} steps in {report.seconds:.0f}s ({report.tokens_per_second:,.0f} tokens/s) -> {out_dir}")
+    if is_main_process():
+        # written once the run trained: a resume refused for another config leaves the config that made the checkpoints
+        atomic_write(layout.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        log(f"trained {report.steps} steps in {report.seconds:.0f}s ({report.tokens_per_second:,.0f} tokens/s) -> {out_dir}")
+    return report
+
+
+def measure(
+    cfg: RunConfig, layout: RunLayout, base: str, resolved: ResolvedBase | None, pretrain_facts: dict | None,
+    data: StyleData, report: TrainReport, log=print,
+) -> dict:
+    """Return the run's metrics after measuring the trained adapter; writes metrics.json and run_facts.json."""
+    from hubstyle import __version__
 
     metrics = {
         "schema": METRICS_SCHEMA,
@@ -165,6 +202,7 @@ def run(cfg: RunConfig, *, resume: bool = False, log=print) -> RunResult:
     }
     if pretrain_facts:
         metrics["pretrain"] = pretrain_facts
+    out_dir = layout.trained(cfg.training.method)
     if out_dir == layout.adapter:
         style_test = data.splits[cfg.style].test or data.splits[cfg.style].validation
         generic = generic_splits(cfg.generic_corpus, cfg.split.seed, cfg.split.segments)
@@ -179,7 +217,30 @@ def run(cfg: RunConfig, *, resume: bool = False, log=print) -> RunResult:
             base, data.splits[cfg.style].train, style_test, cfg.training.cutoff_len, cfg.chat.template
         )
     write_metrics(layout, metrics)
-    return RunResult(layout=layout, training=report, metrics=metrics)
+    style_split = "test" if data.splits[cfg.style].test else "validation"  # what style_test above is cut from
+    write_facts(layout, facts_for_run(metrics, cfg, style_split))
+    return metrics
+
+
+def _check_target_modules(base: str, names: list[str]) -> None:
+    """Raise before any work unless every name in ``names`` is a module of ``base`` (built on the meta device from its
+    config: no weights are read)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from hubstyle.train import target_modules_for
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))
+    target_modules_for(skeleton, names)
+
+
+def _check_prompt_files(cfg: RunConfig) -> None:
+    """Raise before any work when an evaluation prompt file is missing or holds no prompt."""
+    from hubstyle.evaluate.prompts import load_demo_prompts, load_prompts
+
+    load_prompts(cfg.evaluation.prompts)
+    load_demo_prompts(cfg.evaluation.demo_prompts)
 
 
 def _check_chat_template(cfg: RunConfig, resolved) -> None:
@@ -213,7 +274,7 @@ def evaluate(
         seed=ev.seed, batch_size=ev.batch_size, block_size=cfg.training.cutoff_len, template=cfg.chat.template,
         chat=data.is_chat(), max_heldout_blocks=ev.heldout_blocks,
     )
-    layout.demo_table.write_text(json.dumps(result.pop("demo_table"), indent=2), encoding="utf-8")
+    atomic_write(layout.demo_table, json.dumps(result.pop("demo_table"), indent=2))
     return {**result, "classifier": classifier_report, "demo_table": layout.demo_table.name}
 
 
@@ -234,9 +295,11 @@ def count_tokens_with(base: str, template: str = "auto"):
 
 def evaluate_adapter(cfg: RunConfig, adapter: str | Path, log=print) -> dict:
     """Return the evaluation metrics of an existing adapter on `cfg.base_model`; writes them under `cfg.output_dir`."""
+    if not is_main_process():
+        return {}  # evaluation is not distributed: under a multi-process launch one process evaluates and writes
     layout = RunLayout(cfg.out)
+    _check_prompt_files(cfg)
     data = build_style_data(cfg, count_tokens_with(cfg.base_model))
-    layout.root.mkdir(parents=True, exist_ok=True)
     style_test = data.splits[cfg.style].test or data.splits[cfg.style].validation
     metrics = evaluate(cfg, layout, cfg.base_model, Path(adapter), data, style_test, generic_splits(cfg.generic_corpus, cfg.split.seed, cfg.split.segments), log)
     write_metrics(layout, {"schema": METRICS_SCHEMA, "run": {"base_model": cfg.base_model, "style": cfg.style}, **metrics})
@@ -245,6 +308,8 @@ def evaluate_adapter(cfg: RunConfig, adapter: str | Path, log=print) -> dict:
 
 def train_style_classifier(cfg: RunConfig, out_dir: str | Path, log=print) -> dict:
     """Return the report of a style classifier over `cfg`'s corpora plus the generic class, saved in `out_dir`."""
+    if not is_main_process():
+        return {}  # classifier training is not distributed: one process trains and writes it
     blocks = style_blocks(cfg)
     splits = {
         label: split_blocks(b, validation=cfg.split.validation, test=cfg.split.test, seed=cfg.split.seed, n_segments=cfg.split.segments)
@@ -256,10 +321,7 @@ def train_style_classifier(cfg: RunConfig, out_dir: str | Path, log=print) -> di
 
 def write_metrics(layout: RunLayout, metrics: dict) -> Path:
     """Return the path of metrics.json after writing it atomically."""
-    tmp = layout.metrics.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, default=str), encoding="utf-8")
-    tmp.replace(layout.metrics)
-    return layout.metrics
+    return atomic_write(layout.metrics, json.dumps(metrics, indent=2, default=str))
 
 
 def side_by_side(base: str, adapter: str | Path, prompts: list[str], max_new_tokens: int = 40) -> list[tuple[str, str]]:

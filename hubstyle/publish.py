@@ -1,4 +1,4 @@
-"""Ready-to-push repo folders from a run folder: RUN/publish/{base,adapter,merged,classifier}/, each with its card.
+"""Ready-to-push repo folders from a run folder: RUN/publish/{base,adapter,merged,classifier,gguf}/, each with a card.
 
 Every folder is rebuilt from scratch and written only from the run's files and facts, so building the same run
 twice gives byte-identical folders (and a second push uploads nothing). Nothing local leaks out: the adapter's
@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -24,16 +23,20 @@ from hubstyle.card import (
     card_links,
     check_repo_id,
     classifier_card,
+    gguf_card,
     merged_card,
 )
 from hubstyle.errors import HubstyleError
+from hubstyle.facts import RunFacts, load_facts
 from hubstyle.evaluate.classifier import CONFUSION_FILE
-from hubstyle.layout import LOSS_PLOT, RunLayout
+from hubstyle.fsio import atomic_folder
+from hubstyle.layout import LOSS_PLOT, MANIFEST, RunLayout
 
-PUBLISHABLE = ("base", "adapter", "merged", "classifier")
+PUBLISHABLE = ("base", "adapter", "merged", "classifier", "gguf")  # gguf after merged: it exports that folder
 README = "README.md"  # the card, as the Hub names it
 # The adapter is the run's headline artifact, so it gets the plain name: owner/shakespeare.
-REPO_SUFFIXES = {"adapter": "", "merged": "-merged", "classifier": "-classifier", "base": "-base", "space": "-space"}
+REPO_SUFFIXES = {"adapter": "", "merged": "-merged", "classifier": "-classifier", "base": "-base", "space": "-space",
+                 "gguf": "-GGUF"}  # -GGUF: the Hub's convention for llama.cpp files
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 TOKENIZER_FILES = frozenset({"tokenizer.json", "vocab.json", "merges.txt", "tokenizer.model", "spiece.model"})
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})  # never published (STYLE: no pickles)
@@ -62,6 +65,7 @@ def default_repo_ids(
         merged=ids["merged"],
         classifier=ids["classifier"],
         space=ids["space"],
+        gguf=ids["gguf"],
         base=ids["base"] if base_is_local else None,
         license=license,
         language=language,
@@ -80,12 +84,12 @@ def build_publish_folders(
     """
     layout = RunLayout(Path(run_dir).expanduser())
     kinds = _check_what(what)
-    metrics = _read_json(layout.metrics, "the run's metrics")
-    run_base = _run_fact(metrics, "run", "base_model")
+    facts = load_facts(layout.root)
+    run_base = facts.run.base_model
     local_base = local_base_folder(layout, run_base)
     if local_base is None:
         if ids.base is None:  # any Hub id, 'gpt2' included: hubstyle only points at it
-            ids = ids.with_base(check_repo_id(run_base, f"{layout.metrics} run.base_model", namespace_required=False))
+            ids = ids.with_base(check_repo_id(run_base, f"{layout.facts} run.base_model", namespace_required=False))
         elif ids.base != run_base:
             raise HubstyleError(
                 f"RepoIds.base is '{ids.base}' but the run was trained on the Hub model '{run_base}'; the adapter must "
@@ -101,17 +105,18 @@ def build_publish_folders(
     leaks = _local_strings(layout, run_base, local_base)
     replacements = _replacements(layout, run_base, local_base, ids.base)
     builders = {
-        "base": lambda out: _build_base(layout, metrics, ids, local_base, out, replacements),
-        "adapter": lambda out: _build_adapter(layout, metrics, ids, out, replacements),
-        "merged": lambda out: _build_merged(layout, metrics, ids, local_base or run_base, out, replacements),
-        "classifier": lambda out: _build_classifier(layout, metrics, ids, out, replacements),
+        "base": lambda out: _build_base(layout, facts, ids, local_base, out, replacements),
+        "adapter": lambda out: _build_adapter(layout, facts, ids, out, replacements),
+        "merged": lambda out: _build_merged(layout, facts, ids, local_base or run_base, out, replacements),
+        "classifier": lambda out: _build_classifier(layout, facts, ids, out, replacements),
+        "gguf": lambda out: _build_gguf(layout, facts, ids, out),
     }
     built: dict[str, Path] = {}
     for kind in kinds:
         if kind == "base" and local_base is None:
             continue  # the base is already on the Hub under its own id
         target = layout.publish / kind
-        with _staged(target) as stage:
+        with atomic_folder(target) as stage:
             card = builders[kind](stage)
             card.save(stage / README)
             _check_links(card, stage, kind)
@@ -146,7 +151,7 @@ def local_base_folder(layout: RunLayout, base_model: str) -> Path | None:
 # --------------------------------------------------------------------------------------------------- builders
 
 
-def _build_adapter(layout: RunLayout, metrics: dict, ids: RepoIds, out: Path, replacements: dict[str, str]):
+def _build_adapter(layout: RunLayout, facts: RunFacts, ids: RepoIds, out: Path, replacements: dict[str, str]):
     src = layout.adapter
     missing = [name for name in ADAPTER_FILES if not (src / name).is_file()]
     if missing:
@@ -163,13 +168,13 @@ def _build_adapter(layout: RunLayout, metrics: dict, ids: RepoIds, out: Path, re
             (out / "eval").mkdir(exist_ok=True)
             shutil.copyfile(png, out / "eval" / png.name)
             plots.append(f"eval/{png.name}")
-    return adapter_card(metrics, ids, demo, eval_plots=plots)
+    return adapter_card(facts, ids, demo, eval_plots=plots, manifest=_copy_manifest(layout, out, replacements))
 
 
-def _build_merged(layout: RunLayout, metrics: dict, ids: RepoIds, base: str | Path, out: Path, replacements):
+def _build_merged(layout: RunLayout, facts: RunFacts, ids: RepoIds, base: str | Path, out: Path, replacements):
     from hubstyle.merge import merge_adapter
 
-    method = _run_fact(metrics, "training", "method")
+    method = facts.training.method
     if method not in ("lora", "qlora"):
         raise HubstyleError(
             f"the run trained with method '{method}', which leaves no adapter to merge; publishing full fine-tunes "
@@ -179,22 +184,32 @@ def _build_merged(layout: RunLayout, metrics: dict, ids: RepoIds, base: str | Pa
     _scrub_folder(out, replacements)
     _copy_required(layout.adapter / LOSS_PLOT, out / LOSS_PLOT, "the training loss plot")
     demo = _copy_demo_table(layout, out, replacements)
-    return merged_card(metrics, ids, demo)
+    return merged_card(facts, ids, demo, manifest=_copy_manifest(layout, out, replacements))
 
 
-def _build_classifier(layout: RunLayout, metrics: dict, ids: RepoIds, out: Path, replacements: dict[str, str]):
+def _build_classifier(layout: RunLayout, facts: RunFacts, ids: RepoIds, out: Path, replacements: dict[str, str]):
     src = layout.classifier
     if not (src / "config.json").is_file():
         raise HubstyleError(f"classifier folder '{src}' has no config.json; train the style classifier first")
     _copy_folder(src, out, replacements)
-    return classifier_card(metrics, ids)
+    return classifier_card(facts, ids)
 
 
-def _build_base(layout: RunLayout, metrics: dict, ids: RepoIds, base: Path | None, out: Path, replacements):
+def _build_gguf(layout: RunLayout, facts: RunFacts, ids: RepoIds, out: Path):
+    from hubstyle.export import export_gguf
+
+    name = ids.adapter.split("/")[-1]
+    lora = (layout.adapter / ADAPTER_FILES[0]).is_file()
+    # each export rewrites the Modelfile: q8_0 goes last, so Ollama runs the smaller file
+    exports = [export_gguf(layout.root, q, out, lora=lora and q == "f16", name=name) for q in ("f16", "q8_0")]
+    return gguf_card(facts, ids, exports, _read_json(layout.demo_table, "the demo table (hubstyle evaluate writes it)"))
+
+
+def _build_base(layout: RunLayout, facts: RunFacts, ids: RepoIds, base: Path | None, out: Path, replacements):
     if base is None or not (base / "config.json").is_file():
         raise HubstyleError(f"base folder '{base}' has no config.json; pretrain the base first")
     _copy_folder(base, out, replacements)
-    return base_card(metrics, ids, _read_json(out / "config.json", "the base model config"))
+    return base_card(facts, ids, _read_json(out / "config.json", "the base model config"))
 
 
 # --------------------------------------------------------------------------------------------------- files
@@ -212,6 +227,19 @@ def _copy_folder(src: Path, out: Path, replacements: Mapping[str, str]) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(file, dest)
     _scrub_folder(out, replacements)
+
+
+def _copy_manifest(layout: RunLayout, out: Path, replacements: Mapping[str, str]) -> str | None:
+    """Return the manifest's file name after writing its public form into ``out``; None when the run has none (made
+    by `hubstyle train` or the quickstart rather than `hubstyle run`)."""
+    from hubstyle.manifest import public_manifest_text
+
+    text = public_manifest_text(layout)
+    if text is None:
+        return None
+    (out / MANIFEST).write_text(text, encoding="utf-8")
+    _scrub_json(out / MANIFEST, replacements)
+    return MANIFEST
 
 
 def _copy_demo_table(layout: RunLayout, out: Path, replacements: Mapping[str, str]) -> dict:
@@ -341,13 +369,6 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _run_fact(metrics: Any, section: str, key: str) -> Any:
-    value = (metrics.get(section) or {}).get(key) if isinstance(metrics, dict) else None
-    if value is None:
-        raise HubstyleError(f"metrics.json has no '{section}.{key}'; re-run training so it is recorded")
-    return value
-
-
 def _check_what(what: Sequence[str]) -> list[str]:
     if isinstance(what, str):
         what = (what,)
@@ -355,30 +376,6 @@ def _check_what(what: Sequence[str]) -> list[str]:
         if kind not in PUBLISHABLE:
             close = difflib.get_close_matches(str(kind), PUBLISHABLE, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            extra = "; the Space folder comes from hubstyle.space.build_space_folder" if kind == "space" else ""
+            extra = "; the Space folder comes from hubstyle.space_folder.build_space_folder" if kind == "space" else ""
             raise HubstyleError(f"cannot publish '{kind}'{hint}; choose from {', '.join(PUBLISHABLE)}{extra}")
     return [k for k in PUBLISHABLE if k in what]
-
-
-class _staged:
-    """Context manager: yield an empty folder beside ``target`` that replaces ``target`` only on success."""
-
-    def __init__(self, target: Path):
-        self.target = target
-        self.stage = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:8]}"
-
-    def __enter__(self) -> Path:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.stage.mkdir()
-        return self.stage
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                old = self.target.parent / f".{self.target.name}.old-{uuid.uuid4().hex[:8]}"
-                if self.target.exists():
-                    os.replace(self.target, old)
-                os.replace(self.stage, self.target)
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(self.stage, ignore_errors=True)

@@ -10,7 +10,7 @@ from typing import Sequence
 from hubstyle.errors import HubstyleError
 from hubstyle.layout import RunLayout
 
-RELEASE_KINDS = ("base", "adapter", "merged", "classifier", "space")
+RELEASE_KINDS = ("base", "adapter", "merged", "classifier", "gguf", "space")
 SPACE_EMOJI = "🎭"
 
 
@@ -24,25 +24,19 @@ class ReleaseFolder:
     repo_type: str
 
 
-def _metrics(layout: RunLayout) -> dict:
-    if not layout.metrics.is_file():
-        raise HubstyleError(f"'{layout.root}' has no {layout.metrics.name}; run `hubstyle train` or the quickstart first")
-    return json.loads(layout.metrics.read_text(encoding="utf-8"))
-
-
 def prepare_release(run_dir: str | Path, repo_id: str, what: Sequence[str] = RELEASE_KINDS) -> list[ReleaseFolder]:
     """Return the release's repo folders, built under RUN_DIR/publish/ for `repo_id` (OWNER/NAME of the adapter)."""
-    from hubstyle import __version__
-    from hubstyle.publish import build_publish_folders, default_repo_ids
-    from hubstyle.space import build_space_folder
+    from hubstyle.facts import load_facts
+    from hubstyle.publish import build_publish_folders, default_repo_ids, local_base_folder
+    from hubstyle.space_folder import build_space_folder
 
     unknown = [w for w in what if w not in RELEASE_KINDS]
     if unknown:
         raise HubstyleError(f"unknown release part '{unknown[0]}'; choose from {', '.join(RELEASE_KINDS)} or 'all'")
     owner, _, name = repo_id.partition("/")
     layout = RunLayout(Path(run_dir))
-    metrics = _metrics(layout)
-    base_is_local = Path(metrics["run"]["base_model"]).exists()
+    facts = load_facts(layout.root)
+    base_is_local = local_base_folder(layout, facts.run.base_model) is not None
     ids = default_repo_ids(owner, name, base_is_local)
     model_kinds = [k for k in what if k != "space" and (k != "base" or base_is_local)]
     folders = build_publish_folders(layout.root, ids, what=model_kinds)
@@ -50,20 +44,21 @@ def prepare_release(run_dir: str | Path, repo_id: str, what: Sequence[str] = REL
         ReleaseFolder(kind, folders[kind], getattr(ids, kind), "model") for kind in RELEASE_KINDS if kind in folders
     ]
     if "space" in what:
-        style = metrics["run"]["style"]
-        table = json.loads(layout.demo_table.read_text(encoding="utf-8"))
+        style = facts.run.style
+        table = _demo_table(layout)
+        decoding = table.get("decoding") or {}
         space = build_space_folder(
             layout.publish / "space",
-            base_repo=ids.base or metrics["run"]["base_model"],
+            base_repo=ids.base or facts.run.base_model,
             adapters={style: ids.adapter},
             demo_rows=table["rows"],
+            demo_decoding=decoding,
             title=f"{style.title()} style: base vs tuned",
             emoji=SPACE_EMOJI,
             license=ids.license,
             short_description=f"Base vs {style} style, side by side"[:60],
-            hubstyle_requirement=f"hubstyle>={__version__}",
             examples=[row["prompt"] for row in table["rows"]],
-            chat=(table.get("decoding") or {}).get("chat"),
+            chat=decoding.get("chat"),
         )
         out.append(ReleaseFolder("space", space, ids.space, "space"))
     return out
@@ -82,10 +77,48 @@ def push_release(
     log=print,
 ) -> list[ReleaseFolder]:
     """Return the release folders after pushing each to its repo (or, with `dry_run`, printing what would change)."""
-    from hubstyle import hub
+    from hubstyle.facts import load_facts
 
     parts = prepare_release(run_dir, repo_id, what)
-    run_name = _metrics(RunLayout(Path(run_dir)))["run"]["name"]
+    push_parts(parts, load_facts(run_dir).run.name, private=private, tag=tag, dry_run=dry_run, token=token,
+               endpoint=endpoint, log=log)
+    return parts
+
+
+def built_release(run_dir: str | Path, repo_id: str, what: Sequence[str] = RELEASE_KINDS) -> list[ReleaseFolder]:
+    """Return the release folders an earlier `prepare_release(run_dir, repo_id, what)` built, without rebuilding."""
+    from hubstyle.facts import load_facts
+    from hubstyle.publish import default_repo_ids, local_base_folder
+
+    owner, _, name = repo_id.partition("/")
+    layout = RunLayout(Path(run_dir))
+    base_is_local = local_base_folder(layout, load_facts(layout.root).run.base_model) is not None
+    ids = default_repo_ids(owner, name, base_is_local)
+    parts = []
+    for kind in RELEASE_KINDS:
+        if kind not in what or (kind == "base" and not base_is_local):
+            continue
+        folder = layout.publish / kind
+        if not (folder / "README.md").is_file():
+            raise HubstyleError(f"'{folder}' has no README.md card; build the publish folders first (hubstyle card)")
+        parts.append(ReleaseFolder(kind, folder, getattr(ids, kind), "space" if kind == "space" else "model"))
+    return parts
+
+
+def push_parts(
+    parts: Sequence[ReleaseFolder],
+    run_name: str,
+    *,
+    private: bool = False,
+    tag: str | None = None,
+    dry_run: bool = False,
+    token: str | None = None,
+    endpoint: str | None = None,
+    log=print,
+) -> None:
+    """Return None after pushing each release folder to its repo (or, with `dry_run`, printing what would change)."""
+    from hubstyle import hub
+
     for part in parts:
         if dry_run:
             changes = hub.dry_run(part.folder, part.repo_id, repo_type=part.repo_type, token=token, endpoint=endpoint)
@@ -99,9 +132,23 @@ def push_release(
             endpoint=endpoint, commit_message=f"hubstyle: {part.kind} of run '{run_name}'",
         )
         state = f"{len(result.changed_files)} files changed" if result.uploaded else "unchanged, no commit"
+        state += f" ({result.retries} {'retry' if result.retries == 1 else 'retries'})" if result.retries else ""
         log(f"{part.kind}: {part.repo_id} - {state}")
     if dry_run:
         adapter = next((p for p in parts if p.kind == "adapter"), None)
         if adapter:
             log("\n--- adapter card (README.md) ---\n" + (adapter.folder / "README.md").read_text(encoding="utf-8"))
-    return parts
+
+
+def _demo_table(layout: RunLayout) -> dict:
+    """Return the run's demo table (rows and the decoding that made them)."""
+    path = layout.demo_table
+    if not path.is_file():
+        raise HubstyleError(f"'{layout.root}' has no {path.name}, which the Space shows; run `hubstyle evaluate` first")
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise HubstyleError(f"{path} is not valid JSON ({err}); re-run evaluate") from None
+    if not isinstance(table, dict) or not isinstance(table.get("rows"), list):
+        raise HubstyleError(f"{path} has no 'rows' list; re-run evaluate")
+    return table
