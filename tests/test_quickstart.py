@@ -28,6 +28,6 @@ def test_quickstart_prints_rates_perplexities_and_writes_publish_folders(tmp_pat
     rows = [json.loads(line) for line in (out / "eval" / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and sum(r["tuned_label"] == "shakespeare" for r in rows) == m["style_rate"]["tuned"]["successes"]
     folders = sorted(p.name for p in (out / "publish").iterdir())
-    assert folders == ["adapter", "base", "classifier", "merged", "space"]
+    assert folders == ["adapter", "base", "classifier", "gguf", "merged", "space"]
     adapter_config = json.loads((out / "publish" / "adapter" / "adapter_config.json").read_text())
     assert adapter_config["base_model_name_or_path"] == f"{qs.TINY_PLACEHOLDER_REPO_ID}-base"
