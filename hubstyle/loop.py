@@ -294,7 +294,10 @@ def train_loop(
     bar.close()
     steps_done = len(history)
     seconds = seconds_before + time.perf_counter() - t0
-    val = mean_nll(model, val_blocks, batch_size=settings.batch_size, bf16=use_bf16) if val_blocks is not None else None
+    if history and "val_loss" in history[-1] and history[-1]["step"] == settings.max_steps:
+        val = history[-1]["val_loss"]  # measured after the last step already: same weights, same number
+    else:
+        val = mean_nll(model, val_blocks, batch_size=settings.batch_size, bf16=use_bf16) if val_blocks is not None else None
     return LoopResult(
         steps=steps_done,
         tokens=tokens_seen,
