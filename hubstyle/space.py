@@ -51,7 +51,7 @@ DEMO_COLUMNS = ("prompt", "base", "tuned")
 CONFIG_KEYS = (
     "base", "adapters", "demo_table", "demo_caption", "examples", "limits", "title", "description", "bf16", "chat",
 )
-LIMIT_KEYS = ("max_new_tokens", "max_prompt_chars")
+LIMIT_KEYS = ("max_new_tokens", "max_prompt_chars", "max_queue")
 BASE_ADAPTER_NAME = "__base__"  # peft's name for "no adapter" in mixed-adapter batches
 PLAIN_USER, PLAIN_ASSISTANT = "User", "Assistant"  # hubstyle.chat's `Name: line` format, for bases without a template
 DEMO_CAPTION = "Rows made once when the adapters were published:"
@@ -78,6 +78,8 @@ class SpaceSettings:
     examples: list[str] = field(default_factory=list)
     max_new_tokens: int = 128
     max_prompt_chars: int = 500
+    # requests waiting for the one generating slot; past this a visitor is told "Queue is full" (memory stays bounded)
+    max_queue: int = 16
     title: str = "hubstyle: base vs style adapter"
     description: str = (
         "Type the start of a text. The left column continues it with the base model, the right column with the "
@@ -95,10 +97,10 @@ class SpaceSettings:
             )
         if not self.adapters:
             raise HubstyleError("a Space needs at least one adapter; set 'adapters' or HUBSTYLE_ADAPTERS=name=repo")
-        if self.max_new_tokens < 1 or self.max_prompt_chars < 1:
+        if min(self.max_new_tokens, self.max_prompt_chars, self.max_queue) < 1:
             raise HubstyleError(
                 f"limits must be positive, got max_new_tokens={self.max_new_tokens}, "
-                f"max_prompt_chars={self.max_prompt_chars}"
+                f"max_prompt_chars={self.max_prompt_chars}, max_queue={self.max_queue}"
             )
         self.demo_rows = [demo_row(row, i) for i, row in enumerate(self.demo_rows)]
 
@@ -577,6 +579,6 @@ def launch(settings: SpaceSettings, host: str | None = None, port: int | None = 
     kwargs.setdefault("theme", local_theme())
     kwargs.setdefault("css", DEMO_TABLE_CSS)
     kwargs.setdefault("share", False)
-    demo.queue(default_concurrency_limit=1)
+    demo.queue(max_size=settings.max_queue, default_concurrency_limit=1)  # bounded: a burst can't grow it forever
     demo.launch(server_name=host or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), server_port=port, **kwargs)
     return demo
