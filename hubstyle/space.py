@@ -1,8 +1,8 @@
 """The demo Space: base and style-tuned answers side by side, streamed from one batched generate call.
 
 One base model sits in memory with every style adapter loaded. A request runs ONE ``generate`` on a batch of the
-same prompt twice, with peft's mixed-adapter batches (``adapter_names=["__base__", style]``): row 0 is the base
-model, row 1 the tuned one. A streamer that understands batches feeds both columns as tokens arrive.
+same prompt twice: row 0 is the base model, row 1 the tuned one (each LoRA delta computed once for the batch and
+scaled per row, or peft's mixed-adapter batches, ``adapter_names=["__base__", style]``, for other adapter kinds). A streamer that understands batches feeds both columns as tokens arrive.
 
 This module is the Space's runtime and travels inside every published Space folder (as ``space_app.py``, see
 ``hubstyle.space_folder``), where hubstyle is not installed: it imports only torch, transformers, peft, gradio and
@@ -85,7 +85,7 @@ class SpaceSettings:
         "Type the start of a text. The left column continues it with the base model, the right column with the "
         "same model wearing a style adapter; both come from one batched generation."
     )
-    bf16: bool = True  # bf16 autocast where the hardware is fast at it (outputs then differ slightly from fp32)
+    bf16: bool = True  # bf16 weights where the hardware is fast at it (outputs then differ slightly from fp32)
     chat: str | None = None  # chat template setting (auto/model/plain): prompts asked as a user's turn; None: continue
     demo_caption: str = DEMO_CAPTION  # how the demo rows were made (hubstyle writes their decoding settings here)
 
@@ -210,8 +210,12 @@ def context_length(model) -> int | None:
     return None
 
 
-def load_model(base: str, adapters: Mapping[str, str]):
-    """Return (PeftModel with every adapter of ``adapters`` loaded over ``base``, its tokenizer), in eval mode."""
+def load_model(base: str, adapters: Mapping[str, str], *, bf16: bool = False):
+    """Return (PeftModel with every adapter of ``adapters`` loaded over ``base``, its tokenizer), in eval mode.
+
+    ``bf16``: base and adapters in bfloat16 where the device is fast at it (half the memory; on a CPU about twice
+    the speed of float32 weights under autocast, which casts every weight at every step); else float32.
+    """
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -223,16 +227,83 @@ def load_model(base: str, adapters: Mapping[str, str]):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"  # batched generation continues every row from its end
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device())
+    dtype = torch.bfloat16 if bf16 and bf16_fast(device()) else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).to(device())
+    same_dtype = dict(autocast_adapter_dtype=False)  # peft would keep adapters in float32 over a bf16 base
     for name, where in adapters.items():
         try:
             if isinstance(model, PeftModel):
-                model.load_adapter(where, adapter_name=name)
+                model.load_adapter(where, adapter_name=name, **same_dtype)
             else:
-                model = PeftModel.from_pretrained(model, where, adapter_name=name)
+                model = PeftModel.from_pretrained(model, where, adapter_name=name, **same_dtype)
         except ValueError as err:
             raise HubstyleError(f"adapter '{name}' ({where}) does not fit the base model: {err}") from err
     return model.eval(), tokenizer
+
+
+def _row_lora_layers(model, adapter: str) -> list | None:
+    """Return the LoRA layers that carry ``adapter``, or None when one of them is not plain LoRA on a Linear-like
+    layer (DoRA and other variants, embeddings, convolutions, dropout in training): peft's own path handles those."""
+    try:
+        from peft.tuners.lora.layer import Linear as LoraLinear
+        from peft.tuners.lora.layer import LoraLayer
+    except ImportError:
+        return None
+    layers = []
+    for module in model.modules():
+        if not isinstance(module, LoraLayer) or adapter not in getattr(module, "scaling", {}):
+            continue
+        if type(module) is not LoraLinear or adapter in getattr(module, "lora_variant", {}) or module.merged:
+            return None
+        layers.append(module)
+    return layers or None
+
+
+class RowScaledLora:
+    """For the length of a ``with``: every LoRA layer of ``adapter`` adds its delta to the whole batch, scaled per
+    row (``row_on[i]`` False: row i sees the base model), instead of peft's mixed-adapter sub-batches.
+
+    The same arithmetic as peft's forward for the tuned rows (the base layer, then ``B(A(x)) * scaling`` in the
+    adapter's dtype, cast back), with no per-layer indexing or Python bookkeeping: what makes two columns cost about
+    one on a CPU. Raises nothing; :meth:`usable` says whether the model qualifies.
+    """
+
+    def __init__(self, model, adapter: str, row_on: Sequence[bool]):
+        self.layers = _row_lora_layers(model, adapter) or []
+        self.adapter = adapter
+        self.row_on = list(row_on)
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.layers)
+
+    def __enter__(self) -> "RowScaledLora":
+        import torch.nn.functional as F
+
+        for layer in self.layers:
+            weight_a = layer.lora_A[self.adapter].weight
+            weight_b = layer.lora_B[self.adapter].weight
+            kind = weight_a.device.type
+            if torch.is_autocast_enabled(kind):  # cast once here, not in every step (autocast would per call)
+                dtype = torch.get_autocast_dtype(kind)
+                weight_a, weight_b = weight_a.to(dtype), weight_b.to(dtype)
+            elif weight_a.dtype != layer.base_layer.weight.dtype:  # fp32 adapters over a bf16 base: base's dtype
+                weight_a, weight_b = weight_a.to(layer.base_layer.weight.dtype), weight_b.to(layer.base_layer.weight.dtype)
+            scale = torch.tensor([layer.scaling[self.adapter] if on else 0.0 for on in self.row_on],
+                                 dtype=weight_a.dtype, device=weight_a.device).view(-1, 1, 1)
+
+            def forward(x, *args, _base=layer.base_layer, _a=weight_a, _b=weight_b, _scale=scale, **kwargs):
+                result = _base(x, *args, **kwargs)
+                delta = F.linear(F.linear(x.to(_a.dtype), _a), _b)
+                delta = delta * (_scale if x.dim() == 3 else _scale.view(-1, *([1] * (x.dim() - 1))))
+                return (result + delta).to(result.dtype)
+
+            layer.forward = forward  # an instance attribute: shadows the class's forward until __exit__
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for layer in self.layers:
+            layer.__dict__.pop("forward", None)
 
 
 def chat_prompt(prompt: str, tokenizer, chat: str) -> str:
@@ -332,11 +403,10 @@ def check_prompt(prompt: str | None, max_chars: int) -> str:
 class SideBySide:
     """One base model with every style adapter loaded; yields (base, tuned) continuations of a prompt."""
 
-    def __init__(self, model, tokenizer, adapter_names: Sequence[str], *, bf16: bool = True, chat: str | None = None):
+    def __init__(self, model, tokenizer, adapter_names: Sequence[str], *, chat: str | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.adapter_names = list(adapter_names)
-        self.bf16 = bf16
         self.chat = chat
         eos = model.generation_config.eos_token_id
         if eos is None:
@@ -349,8 +419,22 @@ class SideBySide:
     @classmethod
     def load(cls, settings: SpaceSettings) -> "SideBySide":
         """Return the base model of ``settings`` with all its adapters loaded, ready to generate."""
-        model, tokenizer = load_model(settings.base, settings.adapters)
-        return cls(model, tokenizer, list(settings.adapters), bf16=settings.bf16, chat=settings.chat)
+        model, tokenizer = load_model(settings.base, settings.adapters, bf16=settings.bf16)
+        return cls(model, tokenizer, list(settings.adapters), chat=settings.chat)
+
+    def generate(self, batch: Mapping[str, torch.Tensor], adapter: str, **kwargs: Any) -> torch.Tensor:
+        """Return ``generate``'s output for a batch of two rows: row 0 from the base model, row 1 with ``adapter``.
+
+        Plain LoRA adapters run as one row-scaled delta over the batch (:class:`RowScaledLora`); anything else through
+        peft's mixed-adapter batches (``adapter_names``). Both give the tokens of two separate calls.
+        """
+        rows = RowScaledLora(self.model, adapter, [False, True])
+        with torch.inference_mode():
+            if rows.usable:
+                self.model.set_adapter(adapter)
+                with rows:
+                    return self.model.generate(**batch, **kwargs)
+            return self.model.generate(**batch, adapter_names=[BASE_ADAPTER_NAME, adapter], **kwargs)
 
     def stream(
         self,
@@ -385,7 +469,6 @@ class SideBySide:
         streamer = BatchTextStreamer(self.tokenizer, 2, self.eos_token_ids)
         sampling = temperature > 0
         kwargs: dict[str, Any] = dict(
-            adapter_names=[BASE_ADAPTER_NAME, adapter],
             max_new_tokens=max_new_tokens,
             do_sample=sampling,
             pad_token_id=self.tokenizer.pad_token_id,
@@ -404,9 +487,7 @@ class SideBySide:
             try:
                 if sampling:
                     torch.manual_seed(int(seed))  # one process-wide RNG: the concurrency limit of 1 keeps it ours
-                bf16 = self.bf16 and bf16_fast(device)
-                with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    self.model.generate(**batch, **kwargs)
+                self.generate(batch, adapter, **kwargs)
             except BaseException as err:  # noqa: BLE001 - handed to the consuming thread, which re-raises it
                 streamer.fail(err)
             finally:

@@ -137,7 +137,7 @@ def long_space_prompt(env: Env) -> Callable[[], object]:
     from hubstyle.models import load_adapters, load_base, load_tokenizer
 
     model = load_adapters(load_base(env.kit.base), {"style": env.kit.adapter})
-    space = SideBySide(model, load_tokenizer(env.kit.base), ["style"], bf16=False)
+    space = SideBySide(model, load_tokenizer(env.kit.base), ["style"])
     return lambda: list(space.stream("thou art " * 80, "style", max_new_tokens=32))
 
 

@@ -324,7 +324,7 @@ def test_space_asks_the_prompt_as_a_user_turn_for_a_chat_run(chat_base, chat_tok
                                 LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     peft_model.save_pretrained(tmp_path / "adapter")
     model = load_adapters(load_base(chat_base), {"style": tmp_path / "adapter"})
-    space = SideBySide(model, chat_tok, ["style"], bf16=False, chat="auto")
+    space = SideBySide(model, chat_tok, ["style"], chat="auto")
     *_, (base, tuned) = space.stream("Tell me about the sea", "style", max_new_tokens=12)
     expected = generate_side_by_side(model, chat_tok, ["Tell me about the sea"], "style", max_new_tokens=12,
                                      chat="auto")[0]

@@ -113,7 +113,10 @@ def generate_calls(app, monkeypatch) -> list[dict]:
     original = model.generate
 
     def counting_generate(*args, **kwargs):
-        calls.append({k: v for k, v in kwargs.items() if k in ("adapter_names", "max_new_tokens", "do_sample")})
+        call = {k: v for k, v in kwargs.items() if k in ("adapter_names", "max_new_tokens", "do_sample")}
+        if "adapter_names" not in call:  # the row-scaled path: the tuned row's adapter is the active one
+            call["rows"] = ["__base__", model.active_adapter]
+        calls.append(call)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(model, "generate", counting_generate)
@@ -151,7 +154,7 @@ def test_columns_equal_plain_generations_from_one_batched_call(app, tiny_base, a
     assert base_text == reference(tiny_base, None, PROMPT, NEW_TOKENS)
     assert tuned_text == reference(tiny_base, adapters["bard"], PROMPT, NEW_TOKENS)
     assert base_text != tuned_text
-    assert generate_calls == [{"adapter_names": ["__base__", "bard"], "max_new_tokens": NEW_TOKENS, "do_sample": False}]
+    assert generate_calls == [{"rows": ["__base__", "bard"], "max_new_tokens": NEW_TOKENS, "do_sample": False}]
     # streamed: the columns grew over many updates, not in one final message
     assert len(updates) >= 5
     assert updates[0] == ("", "")
@@ -165,7 +168,7 @@ def test_switching_adapter_changes_only_the_tuned_column(app, tiny_base, adapter
     assert pirate[0] == bard[0]
     assert pirate[1] != bard[1]
     assert pirate[1] == reference(tiny_base, adapters["pirate"], PROMPT, NEW_TOKENS)
-    assert [c["adapter_names"] for c in generate_calls] == [["__base__", "bard"], ["__base__", "pirate"]]
+    assert [c["rows"] for c in generate_calls] == [["__base__", "bard"], ["__base__", "pirate"]]
 
 
 def test_seeded_sampling_repeats_and_new_tokens_are_capped(app, generate_calls):
@@ -476,3 +479,31 @@ def test_nothing_leaves_the_machine(app, connections):
     urllib.request.urlopen(app[0].local_url, timeout=10).read()  # the page itself, as a browser loads it first
     hosts = {address[0] for address in connections if isinstance(address, tuple)}
     assert hosts and hosts <= {"127.0.0.1", "localhost", "::1"}
+
+
+@pytest.mark.parametrize("embedding", [False, True])
+def test_row_scaled_lora_gives_peft_mixed_batch_tokens_and_leaves_the_model_as_it_was(tiny_base, tmp_path, embedding):
+    """LoRA on Linear layers runs as one delta scaled per row; an adapter with an embedding LoRA falls back to peft's
+    mixed batches."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from hubstyle.models import load_tokenizer
+    from hubstyle.space import RowScaledLora, SideBySide
+
+    torch.manual_seed(5)
+    targets = ["c_attn", "c_fc"] + (["wte"] if embedding else [])
+    config = LoraConfig(r=4, lora_alpha=16, target_modules=targets, init_lora_weights=False, fan_in_fan_out=True)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_base), config).save_pretrained(tmp_path / "a")
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), tmp_path / "a",
+                                      adapter_name="a").eval()
+    tokenizer = load_tokenizer(tiny_base)
+    batch = dict(tokenizer([PROMPT, PROMPT], return_tensors="pt"))
+    gen = dict(max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert RowScaledLora(model, "a", [False, True]).usable is not embedding
+    with torch.inference_mode():
+        mixed = model.generate(**batch, adapter_names=["__base__", "a"], **gen)
+    out = SideBySide(model, tokenizer, ["a"]).generate(batch, "a", **gen)
+    assert torch.equal(out, mixed)
+    assert not torch.equal(out[0], out[1])
+    assert all("forward" not in vars(m) for m in model.modules())  # the per-row forwards were taken off again
