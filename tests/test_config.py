@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hubstyle.config import RunConfig, TrainingConfig, load_config
@@ -79,3 +81,17 @@ def test_missing_and_binary_config_files(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00\x01")
     with pytest.raises(HubstyleError, match="not UTF-8"):
         load_config(binary)
+
+
+def test_every_example_config_loads():
+    """The configs README and the issues point users at (character, qlora-7b, seq2seq, ...) are valid as shipped."""
+    from hubstyle.config import load_config
+
+    folder = Path(__file__).resolve().parents[1] / "data" / "configs"
+    configs = sorted(folder.glob("*.yaml"))
+    assert {"character.yaml", "qlora-7b.yaml"} <= {p.name for p in configs}
+    loaded = {p.stem: load_config(p) for p in configs}
+    assert loaded["character"].dialogue.speaker and loaded["character"].dialogue.mode == "chat"
+    q = loaded["qlora-7b"].training
+    assert (q.method, q.quantization, q.gradient_checkpointing) == ("qlora", "4bit", True)
+    assert "/" in loaded["qlora-7b"].base_model  # a real Hub id, never a local path
