@@ -42,7 +42,7 @@ class CorpusConfig:
 
 @dataclass
 class DialogueConfig:
-    """Turn a `Name: line` script into one speaker's samples with the previous rounds as context."""
+    """Turn a script (see hubstyle.data.scripts for its formats) into one speaker's samples with the rounds before."""
 
     speaker: str | None = None  # None: the whole text (or, with render: chat, every speech answering the one before)
     rounds: int = 5
@@ -50,9 +50,21 @@ class DialogueConfig:
     render: str | None = None  # chat | text; None: chat when a speaker is set, else the text is used as it is
     prompts: str = "script"  # chat user turns: script (the lines before) | questions (modern questions about the answer)
     min_answer_words: int | None = None  # chat samples with shorter answers are dropped; None: 5 for questions, else 1
+    format: str = "auto"  # auto (detected) | colon | gutenberg | screenplay | subtitles | messages
+    aliases: dict[str, str] = field(default_factory=dict)  # names as written -> full names, e.g. {"Ham.": "Hamlet"}
 
     def __post_init__(self) -> None:
+        from hubstyle.data.scripts import SCRIPT_FORMATS  # here, so config stays import-light
+
         _check_range("dialogue.rounds", self.rounds, low=0)
+        _check_choice("dialogue.format", self.format, SCRIPT_FORMATS)
+        if not isinstance(self.aliases, dict):
+            raise HubstyleError(f"'dialogue.aliases' must map names to full names, like {{'Ham.': 'Hamlet'}}, "
+                                f"got {self.aliases!r}")
+        for name, full in self.aliases.items():
+            if not (isinstance(name, str) and name.strip() and isinstance(full, str) and full.strip()):
+                raise HubstyleError(f"'dialogue.aliases' entry {name!r}: {full!r} must map a name to a full name, "
+                                    "both non-empty text, like 'Ham.': 'Hamlet'")
         if self.min_answer_words is not None:
             _check_range("dialogue.min_answer_words", self.min_answer_words, low=1)
         if self.render is not None:

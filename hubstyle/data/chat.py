@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hubstyle.data.dialogue import Turn, _no_lines_message, parse_turns
+from hubstyle.data.dialogue import _no_lines_message
+from hubstyle.data.scripts import Turn, read_script, speaker_key
 from hubstyle.errors import HubstyleError
 
 ROLES = ("system", "user", "assistant")
@@ -110,7 +111,8 @@ def _from_sharegpt(m: dict, where: str, i: int) -> dict:
 
 
 def dialogue_conversations(
-    text: str, speaker: str | None, rounds: int = 5, keep_narration: bool = False
+    text: str, speaker: str | None, rounds: int = 5, keep_narration: bool = False, format: str = "auto",
+    aliases: dict[str, str] | None = None,
 ) -> list[Conversation]:
     """Return a script's turns as conversations, the loss on each sample's last (assistant) turn only.
 
@@ -118,17 +120,19 @@ def dialogue_conversations(
     the user (consecutive ones merged into one message as ``Name: line`` lines), with the previous ``rounds`` spoken
     turns as context. Without: every spoken turn after the first answers the one before it (roles alternate back
     from the answer), so a whole play becomes a conversation corpus. Narration lines between context turns are
-    kept, as user-side lines in brackets, when ``keep_narration`` is set.
+    kept, as user-side lines in brackets, when ``keep_narration`` is set. ``format`` and ``aliases`` say how the
+    script is read (see :mod:`hubstyle.data.scripts`).
     """
     if not isinstance(rounds, int) or rounds < 0:
         raise HubstyleError(f"rounds must be a whole number >= 0, got {rounds!r}")
-    turns = parse_turns(text)
+    script = read_script(text, format, aliases)
+    turns = script.turns
     spoken = [i for i, t in enumerate(turns) if t.speaker is not None]
-    target = " ".join(speaker.split()).casefold() if speaker else None
+    target = script.key(speaker) if speaker else None
     depth = rounds if target else max(rounds, 1)  # without a speaker, an answer needs the turn it answers
     samples = []
     for k, i in enumerate(spoken):
-        if target is not None and turns[i].speaker.casefold() != target:
+        if target is not None and speaker_key(turns[i].speaker) != target:
             continue
         previous = spoken[max(0, k - depth) : k] if depth else []
         if target is None and not previous:
@@ -136,7 +140,7 @@ def dialogue_conversations(
         window = turns[previous[0] : i] if keep_narration and previous else [turns[j] for j in previous]
         samples.append(Conversation(_as_messages(window, turns[i], target), loss_on="last"))
     if not samples:
-        raise HubstyleError(_no_lines_message(speaker or "(any)", turns))
+        raise HubstyleError(_no_lines_message(speaker or "(any)", script))
     return samples
 
 
@@ -148,7 +152,7 @@ def _as_messages(window: list[Turn], answer: Turn, target: str | None) -> list[d
         if t.speaker is None:
             roles.append("user")  # narration is what the user side sees
         elif target is not None:
-            roles.append("assistant" if t.speaker.casefold() == target else "user")
+            roles.append("assistant" if speaker_key(t.speaker) == target else "user")
         else:  # alternate, counted back from the answer: the turn just before it is the user's
             roles.append("assistant" if (n_spoken - seen) % 2 == 0 else "user")
         seen += t.speaker is not None
