@@ -1,7 +1,8 @@
 """Load a published style model and write with it: ``load_style("alice/shakespeare")("To be")``.
 
 A style repo is either an adapter repo (``adapter_config.json``: peft LoRA over the base it names) or a merged repo
-(a plain transformers model whose card names its ``base_model``). Either way the result is a ``StyleGenerator``
+(a plain transformers model whose card names its ``base_model``); the base may be a causal LM or a seq2seq LM (T5),
+whose generator answers the prompt it reads with its encoder. Either way the result is a ``StyleGenerator``
 that continues prompts greedily by default, so the same prompt gives the same text, and that can show the base
 model's continuation beside the styled one.
 """
@@ -147,6 +148,8 @@ def load_shakespearean(
 
 def _generate(model, tokenizer, prompt: str, dev: torch.device, max_new_tokens: int, do_sample: bool,
               temperature: float, top_p: float, seed: int | None) -> str:
+    from hubstyle.models import is_seq2seq
+
     if not isinstance(prompt, str) or not prompt.strip():
         raise HubstyleError(f"the prompt must be non-empty text, got {prompt!r}")
     if int(max_new_tokens) < 1:
@@ -158,7 +161,9 @@ def _generate(model, tokenizer, prompt: str, dev: torch.device, max_new_tokens: 
         kwargs.update(temperature=float(temperature), top_p=float(top_p))
     with torch.no_grad(), _seeded(seed, dev):
         out = model.generate(**inputs, **kwargs)
-    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    # a seq2seq model (T5) answers the prompt it read with its encoder: its output holds no copy of the prompt
+    new = out[0] if is_seq2seq(model) else out[0, inputs["input_ids"].shape[1]:]
+    return tokenizer.decode(new, skip_special_tokens=True)
 
 
 @contextlib.contextmanager

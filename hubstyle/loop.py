@@ -156,9 +156,14 @@ def token_loss_sum(model, batch: Blocks) -> tuple[torch.Tensor, int]:
     return loss, count
 
 
+LossFn = Callable[..., tuple[torch.Tensor, int]]  # (model, batch) -> (summed NLL of the trained tokens, their count)
+
+
 @torch.no_grad()
-def mean_nll(model, blocks: Blocks | torch.Tensor, *, batch_size: int = 8, bf16: bool = False) -> float:
-    """Return the mean next-token negative log-likelihood (nats/token) of `model` over the trained positions."""
+def mean_nll(model, blocks: Blocks | torch.Tensor, *, batch_size: int = 8, bf16: bool = False,
+             loss_fn: LossFn = token_loss_sum) -> float:
+    """Return the mean negative log-likelihood (nats/token) of `model` over the trained positions (`loss_fn`: how a
+    batch is scored; next-token loss on packed blocks by default, `hubstyle.seq2seq.pair_loss_sum` for pairs)."""
     blocks = as_blocks(blocks)
     was_training = model.training
     model.eval()
@@ -167,7 +172,7 @@ def mean_nll(model, blocks: Blocks | torch.Tensor, *, batch_size: int = 8, bf16:
     for start in range(0, len(blocks), batch_size):
         batch = blocks[start : start + batch_size].to(dev)
         with autocast(bf16, dev):
-            loss, n = token_loss_sum(model, batch)
+            loss, n = loss_fn(model, batch)
         total += loss.item()
         count += n
     model.train(was_training)
@@ -186,8 +191,12 @@ def train_loop(
     resume: bool = False,
     on_checkpoint: Callable[[Path], None] | None = None,
     run_config: dict | None = None,
+    loss_fn: LossFn = token_loss_sum,
 ) -> LoopResult:
     """Return the LoopResult of training `model`'s trainable parameters on `train_blocks` in place.
+
+    `loss_fn` scores one batch (default: next-token loss on packed causal blocks); a seq2seq run passes
+    `hubstyle.seq2seq.pair_loss_sum` with its encoder/decoder `PairBatch` as the blocks.
 
     Checkpoints record `run_config` (default: `settings`), a hash of the training blocks and `max_steps`; `resume`
     refuses a checkpoint whose record differs from this run's. A run that does not resume starts its checkpoint
@@ -261,7 +270,7 @@ def train_loop(
             batch = step_batch[micro].to(accelerator.device)
             with accelerator.no_sync(model) if micro[-1] != mine[-1] else contextlib.nullcontext():
                 with autocast(use_bf16, accelerator.device):
-                    part, _ = token_loss_sum(model, batch)
+                    part, _ = loss_fn(model, batch)
                 accelerator.backward(part * scale)
             loss_sum += part.detach()
         loss = loss_sum * scale / world
@@ -274,7 +283,8 @@ def train_loop(
         record = {"step": step + 1, "loss": loss_value, "lr": lr, "tokens": tokens_seen}
         done = step + 1
         if val_blocks is not None and settings.eval_every and (done % settings.eval_every == 0 or done == settings.max_steps):
-            record["val_loss"] = mean_nll(model, val_blocks, batch_size=settings.batch_size, bf16=use_bf16)
+            record["val_loss"] = mean_nll(model, val_blocks, batch_size=settings.batch_size, bf16=use_bf16,
+                                          loss_fn=loss_fn)
         history.append(record)
         if settings.time_budget_s:  # the clock, not max_steps, ends this run: show the steps it will reach
             per_step = (time.perf_counter() - t0) / (done - start_step)
@@ -297,7 +307,8 @@ def train_loop(
     if history and "val_loss" in history[-1] and history[-1]["step"] == settings.max_steps:
         val = history[-1]["val_loss"]  # measured after the last step already: same weights, same number
     else:
-        val = mean_nll(model, val_blocks, batch_size=settings.batch_size, bf16=use_bf16) if val_blocks is not None else None
+        val = (mean_nll(model, val_blocks, batch_size=settings.batch_size, bf16=use_bf16, loss_fn=loss_fn)
+               if val_blocks is not None else None)
     return LoopResult(
         steps=steps_done,
         tokens=tokens_seen,
@@ -317,7 +328,7 @@ def _trainable_state(model) -> dict[str, torch.Tensor]:
 def blocks_sha256(blocks: Blocks) -> str:
     """Return the sha256 of the training blocks: token ids, labels and position ids, in order."""
     digest = hashlib.sha256()
-    for tensor in (blocks.input_ids, blocks.labels, blocks.position_ids):
+    for tensor in (blocks.input_ids, blocks.labels, getattr(blocks, "position_ids", None)):
         if tensor is not None:
             digest.update(str(tuple(tensor.shape)).encode())
             digest.update(tensor.detach().cpu().to(torch.int64).contiguous().numpy().tobytes())

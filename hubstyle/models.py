@@ -71,6 +71,27 @@ def check_cutoff(path_or_id: str | os.PathLike, cutoff_len: int, key: str = "tra
     return limit
 
 
+def is_seq2seq(model_or_config, revision: str | None = None) -> bool:
+    """Return whether a model, its config, or a model folder / Hub id is an encoder-decoder (T5, FLAN-T5, BART):
+    trained on (input, target) pairs with peft's SEQ_2_SEQ_LM task, loaded with ``AutoModelForSeq2SeqLM``. The one
+    place hubstyle tells seq2seq bases from causal ones."""
+    if isinstance(model_or_config, (str, os.PathLike)):
+        from transformers import AutoConfig
+
+        where = _check_exists(model_or_config)
+        with _loading(where):
+            model_or_config = AutoConfig.from_pretrained(where, revision=revision, trust_remote_code=False)
+    config = getattr(model_or_config, "config", model_or_config)
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
+def auto_model_class(model_or_config, revision: str | None = None):
+    """Return the transformers auto class that loads this base: AutoModelForSeq2SeqLM or AutoModelForCausalLM."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    return AutoModelForSeq2SeqLM if is_seq2seq(model_or_config, revision) else AutoModelForCausalLM
+
+
 def resolve_dtype(base_dtype: str, method: str) -> torch.dtype:
     """Return the dtype frozen base weights are held in: bf16 for adapters where bf16 is fast, else fp32."""
     if base_dtype == "bfloat16" or (base_dtype == "auto" and method == "lora" and bf16_supported()):
@@ -135,10 +156,9 @@ def load_base(
     quantization: str | None = None,
     trust_remote_code: bool = False,
 ):
-    """Return a causal LM in eval mode; ``quantization`` '4bit'/'8bit' loads it through bitsandbytes. Pickle
-    weights are refused unless HUBSTYLE_ALLOW_PICKLE=1; the model's own code runs only with ``trust_remote_code``."""
-    from transformers import AutoModelForCausalLM
-
+    """Return a causal LM (or a seq2seq LM for an encoder-decoder base) in eval mode; ``quantization``
+    '4bit'/'8bit' loads it through bitsandbytes. Pickle weights are refused unless HUBSTYLE_ALLOW_PICKLE=1; the
+    model's own code runs only with ``trust_remote_code``."""
     kwargs: dict = {"revision": revision, "dtype": dtype, **safe_load_kwargs(trust_remote_code)}
     if quantization:
         kwargs["quantization_config"] = quantization_config(quantization)
@@ -146,7 +166,7 @@ def load_base(
     check_safe_weights(where)
     with _loading(path_or_id):
         try:
-            model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+            model = auto_model_class(where, revision).from_pretrained(where, **kwargs)
         except OSError as err:
             pickle = None if Path(where).is_dir() else _hub_pickle_only(where, revision)
             if pickle is None:

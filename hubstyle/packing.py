@@ -77,8 +77,9 @@ class Blocks:
 
 
 def as_blocks(blocks: "Blocks | torch.Tensor") -> Blocks:
-    """Return ``blocks`` as Blocks: a plain [n, size] id tensor is trained on every token."""
-    return blocks if isinstance(blocks, Blocks) else Blocks(blocks, blocks.clone())
+    """Return ``blocks`` as Blocks: a plain [n, size] id tensor is trained on every token (Blocks, and batches of
+    another shape such as seq2seq pairs, are returned as they are)."""
+    return Blocks(blocks, blocks.clone()) if isinstance(blocks, torch.Tensor) else blocks
 
 
 def text_blocks(texts: Sequence[str], tokenizer, block_size: int, *, what: str = "corpus") -> Blocks:

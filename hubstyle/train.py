@@ -14,10 +14,12 @@ from hubstyle.data.chat import Conversation
 from hubstyle.errors import HubstyleError
 from hubstyle.fsio import atomic_folder, is_main_process
 from hubstyle.layout import LOSS_HISTORY, LOSS_PLOT, TRAINING_FACTS
-from hubstyle.loop import LoopSettings, train_loop
-from hubstyle.models import check_cutoff, device, load_base, load_tokenizer, resolve_dtype
-from hubstyle.packing import build_blocks
+from hubstyle.loop import LoopSettings, token_loss_sum, train_loop
+from hubstyle.models import check_cutoff, device, is_seq2seq, load_base, load_tokenizer, resolve_dtype
+from hubstyle.packing import Blocks, build_blocks
 from hubstyle.plots import plot_loss
+from hubstyle.seq2seq import TASK_TYPE as SEQ2SEQ_TASK
+from hubstyle.seq2seq import PairBatch, encode_pairs, pair_loss_sum, pairs_from_samples
 
 # LoRA targets per architecture: attention and MLP projections (style lives in both); others fall back to
 # peft's "all-linear".
@@ -59,6 +61,7 @@ class TrainReport:
     final_train_loss: float | None
     final_val_loss: float | None
     hyperparameters: dict
+    task_type: str = "CAUSAL_LM"  # peft's task: CAUSAL_LM, or SEQ_2_SEQ_LM for an encoder-decoder base (T5)
 
     def as_dict(self) -> dict:
         """Return the report as plain data."""
@@ -86,8 +89,8 @@ def linear_module_names(model) -> set[str]:
     return {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))}
 
 
-def lora_config(training: TrainingConfig, targets: list[str] | str):
-    """Return the peft LoraConfig of `training` on `targets`."""
+def lora_config(training: TrainingConfig, targets: list[str] | str, task_type: str = "CAUSAL_LM"):
+    """Return the peft LoraConfig of `training` on `targets` for peft task `task_type`."""
     from peft import LoraConfig
 
     return LoraConfig(
@@ -95,7 +98,7 @@ def lora_config(training: TrainingConfig, targets: list[str] | str):
         lora_alpha=training.lora_alpha,
         lora_dropout=training.lora_dropout,
         target_modules=targets,
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
 
 
@@ -121,7 +124,8 @@ def prepare_model(base_model: str, training: TrainingConfig):
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training.gradient_checkpointing,
                                                     gradient_checkpointing_kwargs={"use_reentrant": False})
         # peft keeps the LoRA weights in fp32 over bf16 frozen weights (autocast_adapter_dtype)
-        return get_peft_model(model, lora_config(training, targets)), targets
+        task_type = SEQ2SEQ_TASK if is_seq2seq(model) else "CAUSAL_LM"
+        return get_peft_model(model, lora_config(training, targets, task_type)), targets
     if method == "full":
         for p in model.parameters():
             p.requires_grad_(True)
@@ -155,6 +159,16 @@ def loop_settings(training: TrainingConfig, steps: int, desc: str | None = None)
     )
 
 
+def training_blocks(
+    texts: list[str | Conversation], tokenizer, training: TrainingConfig, chat: ChatConfig, *, seq2seq: bool, what: str
+) -> Blocks | PairBatch:
+    """Return what the loop trains (or validates) on: packed blocks, or (context, reply) pairs for a seq2seq base."""
+    if seq2seq:
+        return encode_pairs(pairs_from_samples(texts, what=what), tokenizer, training.cutoff_len, what=what)
+    return build_blocks(texts, tokenizer, training.cutoff_len, template=chat.template,
+                        assistant_only_loss=chat.assistant_only_loss, what=what)
+
+
 def train(
     base_model: str,
     train_texts: list[str | Conversation],
@@ -178,10 +192,10 @@ def train(
     tokenizer = load_tokenizer(base_model)
     is_chat = any(isinstance(t, Conversation) for t in train_texts)
     fmt = chat_format(tokenizer, chat.template) if is_chat else None
-    blocks_of = dict(tokenizer=tokenizer, block_size=training.cutoff_len, template=chat.template,
-                     assistant_only_loss=chat.assistant_only_loss)
-    train_blocks = build_blocks(train_texts, what="training text", **blocks_of)
-    val_blocks = build_blocks(validation_texts, what="validation text", **blocks_of) if validation_texts else None
+    seq2seq = is_seq2seq(base_model)
+    train_blocks = training_blocks(train_texts, tokenizer, training, chat, seq2seq=seq2seq, what="training text")
+    val_blocks = (training_blocks(validation_texts, tokenizer, training, chat, seq2seq=seq2seq, what="validation text")
+                  if validation_texts else None)
     model, targets = prepare_model(base_model, training)
     hub_id = (base_facts(base_model) or {}).get("hub_id")  # a folder dequantized from a GGUF stands for a Hub model
     if hub_id and hasattr(model, "peft_config"):
@@ -200,6 +214,7 @@ def train(
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
         resume=resume,
         run_config=run_config,
+        loss_fn=pair_loss_sum if seq2seq else token_loss_sum,
     )
     report = TrainReport(
         method=training.method,
@@ -220,6 +235,7 @@ def train(
         final_train_loss=result.final_train_loss,
         final_val_loss=result.final_val_loss,
         hyperparameters=asdict(training),
+        task_type=SEQ2SEQ_TASK if seq2seq else "CAUSAL_LM",
     )
     if is_main_process():
         save_trained(model, tokenizer, out_dir, report, result.history, data_facts or {})

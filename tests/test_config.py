@@ -89,9 +89,10 @@ def test_every_example_config_loads():
 
     folder = Path(__file__).resolve().parents[1] / "data" / "configs"
     configs = sorted(folder.glob("*.yaml"))
-    assert {"character.yaml", "qlora-7b.yaml"} <= {p.name for p in configs}
+    assert {"character.yaml", "qlora-7b.yaml", "seq2seq.yaml"} <= {p.name for p in configs}
     loaded = {p.stem: load_config(p) for p in configs}
     assert loaded["character"].dialogue.speaker and loaded["character"].dialogue.mode == "chat"
     q = loaded["qlora-7b"].training
     assert (q.method, q.quantization, q.gradient_checkpointing) == ("qlora", "4bit", True)
     assert "/" in loaded["qlora-7b"].base_model  # a real Hub id, never a local path
+    assert "t5" in loaded["seq2seq"].base_model and loaded["seq2seq"].dialogue.mode == "chat"

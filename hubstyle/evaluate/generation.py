@@ -15,7 +15,7 @@ import torch
 
 from hubstyle.errors import HubstyleError
 from hubstyle.loop import quiet
-from hubstyle.models import BASE_ADAPTER_NAME, autocast, context_length
+from hubstyle.models import BASE_ADAPTER_NAME, autocast, context_length, is_seq2seq
 
 
 def adapter_names_of(model) -> list[str]:
@@ -158,7 +158,8 @@ def _run(
                 extra["adapter_names"] = [BASE_ADAPTER_NAME] * len(index) + [adapter] * len(index)
             with autocast(bf16, dev):
                 out = model.generate(**enc, **kwargs, **extra)
-            new = out[:, enc["input_ids"].shape[1] :]
+            # a decoder-only model's output starts with the prompt; an encoder-decoder's holds the answer alone
+            new = out if is_seq2seq(model) else out[:, enc["input_ids"].shape[1] :]
             decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
             for row, text in enumerate(decoded):
                 results[index[row % len(index)]].append(text.strip())  # base rows come first, then tuned

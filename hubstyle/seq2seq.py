@@ -1,0 +1,307 @@
+"""Seq2seq bases (T5, FLAN-T5; peft's ``SEQ_2_SEQ_LM``): (input, target) pairs, their batches and loss, evaluation.
+
+A decoder-only model reads one packed stream; an encoder-decoder reads the context with its encoder and writes the
+reply with its decoder. So a conversation becomes one pair per trained assistant turn: the turns before it are the
+encoder's input (a lone user turn as its own text, as a prompt is asked; several as `Name: line` lines, the plain
+chat format of ``hubstyle.chat``) and the turn itself is the decoder's target. The loss is on the target's tokens
+only, its closing EOS included so the model learns to stop; padding carries ``IGNORE_INDEX``. Plain text gives no
+pairs to train on; held-out generic text is scored as pairs of each passage's first half (input) and second half
+(target), since a seq2seq model has no next-token loss over one stream.
+
+Training is ``hubstyle.loop.train_loop`` with a :class:`PairBatch` for blocks and :func:`pair_loss_sum` for the loss
+(optimizer, schedule, checkpoints and resume are the causal runs'). Evaluation asks each prompt as the encoder's
+input (no chat template, and the decoder's output holds no echo of the prompt) through the same mixed-adapter
+generation, style-rate, relevance and demo-table code as causal runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+
+from hubstyle.chat import IGNORE_INDEX
+from hubstyle.data.chat import Conversation
+from hubstyle.errors import HubstyleError
+
+if TYPE_CHECKING:
+    from hubstyle.config import RunConfig
+
+TASK_TYPE = "SEQ_2_SEQ_LM"  # peft's TaskType for encoder-decoder LMs (causal runs: "CAUSAL_LM")
+METHODS = ("lora", "qlora")  # seq2seq runs are evaluated and published as adapters
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One training or scoring example: the encoder's input and the decoder's target."""
+
+    source: str
+    target: str
+
+
+def source_text(messages: Sequence[dict[str, str]]) -> str:
+    """Return what the encoder reads for these context messages: a lone unnamed user turn as its own text (how
+    evaluation and ``load_style`` ask a prompt), otherwise one `Name: line` line per message."""
+    from hubstyle.chat import _plain_line  # the plain chat rendering, one place for it
+
+    if len(messages) == 1 and messages[0]["role"] == "user" and not messages[0].get("name"):
+        return messages[0]["content"]
+    return "".join(_plain_line(m) for m in messages).rstrip("\n")
+
+
+def pairs_from_samples(samples: Sequence[str | Conversation], *, what: str = "training text") -> list[Pair]:
+    """Return one (context, reply) pair per trained assistant turn of each conversation (dialogue samples, chat
+    rows or prompt/completion rows); a reply with no turn before it gives the encoder nothing to read and is left
+    out. Plain text is a one-line error: it has no pairs."""
+    pairs = []
+    for item in samples:
+        if isinstance(item, str):
+            raise HubstyleError(
+                f"the {what} is plain text, but a seq2seq base trains on (input, target) pairs; set dialogue.render: "
+                "chat for a script, or give a prompt/completion or messages .jsonl file"
+            )
+        for turn in item.trained_turns():
+            source = source_text(item.messages[:turn]) if turn else ""
+            if source.strip():
+                pairs.append(Pair(source, item.messages[turn]["content"]))
+    if not pairs:
+        raise HubstyleError(f"the {what} gives no (input, target) pair: no reply has a turn before it to answer")
+    return pairs
+
+
+def text_pairs(texts: Sequence[str], *, what: str = "held-out text") -> list[Pair]:
+    """Return plain passages as (first half of the words, second half) pairs: how generic text is scored."""
+    pairs = []
+    for text in texts:
+        words = text.split()
+        if len(words) >= 2:
+            half = len(words) // 2
+            pairs.append(Pair(" ".join(words[:half]), " ".join(words[half:])))
+    if not pairs:
+        raise HubstyleError(f"the {what} has no passage of two words or more to score")
+    return pairs
+
+
+def scoring_pairs(items: Sequence[str | Conversation], *, what: str) -> list[Pair]:
+    """Return the pairs held-out ``items`` are scored on: conversations' replies, or plain passages' second halves."""
+    if items and all(isinstance(i, str) for i in items):
+        return text_pairs(items, what=what)
+    return pairs_from_samples(items, what=what)
+
+
+@dataclass
+class PairBatch:
+    """Encoded pairs, right-padded: encoder ids and mask ``[n, source_len]``, decoder labels ``[n, target_len]``
+    (``IGNORE_INDEX`` on padding). Indexes and moves like ``hubstyle.packing.Blocks``, so ``train_loop`` draws
+    batches of it the same way."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, index) -> "PairBatch":
+        return PairBatch(self.input_ids[index], self.attention_mask[index], self.labels[index])
+
+    def trained_tokens(self) -> int:
+        """Return how many target tokens carry the loss."""
+        return int((self.labels != IGNORE_INDEX).sum())
+
+    def real_tokens(self) -> int:
+        """Return how many tokens are text, input and target, not padding."""
+        return int(self.attention_mask.sum()) + self.trained_tokens()
+
+    def to(self, device) -> "PairBatch":
+        """Return the batch on ``device``."""
+        return PairBatch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
+
+
+def encode_pairs(pairs: Sequence[Pair], tokenizer, max_len: int, *, what: str = "training text") -> PairBatch:
+    """Return ``pairs`` tokenised (special tokens as the tokenizer adds them: T5 closes both sides with EOS) and
+    padded to the longest of each side; an input over ``max_len`` tokens keeps its end (the latest context and the
+    EOS), a target keeps its start."""
+    if not pairs:
+        raise HubstyleError(f"the {what} has no (input, target) pairs to encode")
+    sources = tokenizer([p.source for p in pairs], verbose=False)["input_ids"]
+    targets = tokenizer(text_target=[p.target for p in pairs], verbose=False)["input_ids"]
+    sources = [ids[-max_len:] for ids in sources]
+    targets = [ids[:max_len] for ids in targets]
+    if not all(targets):
+        raise HubstyleError(f"a target of the {what} has no tokens after tokenising; drop empty replies")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    n = len(pairs)
+    input_ids = torch.full((n, max(map(len, sources))), pad, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    labels = torch.full((n, max(map(len, targets))), IGNORE_INDEX, dtype=torch.long)
+    for row, (src, tgt) in enumerate(zip(sources, targets)):
+        input_ids[row, : len(src)] = torch.tensor(src)
+        attention_mask[row, : len(src)] = 1
+        labels[row, : len(tgt)] = torch.tensor(tgt)
+    return PairBatch(input_ids, attention_mask, labels)
+
+
+def pair_loss_sum(model, batch: PairBatch) -> tuple[torch.Tensor, int]:
+    """Return (summed NLL of the target tokens, their count) of one batch, by teacher forcing: the decoder reads
+    the target shifted right (the model's own ``prepare_decoder_input_ids_from_labels``)."""
+    from hubstyle.loop import _unwrap
+
+    # padding columns shared by every row cost compute only: cut them (the batch is right-padded)
+    width = max(1, int(batch.attention_mask.sum(1).max()))
+    labels = batch.labels[:, : max(1, int((batch.labels != IGNORE_INDEX).sum(1).max()))]
+    decoder_input_ids = _unwrap(model).prepare_decoder_input_ids_from_labels(labels=labels)
+    logits = model(
+        input_ids=batch.input_ids[:, :width], attention_mask=batch.attention_mask[:, :width],
+        decoder_input_ids=decoder_input_ids, use_cache=False,
+    ).logits
+    keep = labels != IGNORE_INDEX
+    loss = torch.nn.functional.cross_entropy(logits[keep].float(), labels[keep], reduction="sum")
+    return loss, int(keep.sum())
+
+
+def check_config(cfg: "RunConfig", base: str, *, chat: bool) -> None:
+    """Raise before any work when a run on the seq2seq base ``base`` asks for what only a decoder-only model does."""
+    if not chat:
+        raise HubstyleError(
+            f"base '{base}' is a seq2seq model, which trains on (input, target) pairs, but the corpora give plain "
+            "text; set dialogue.render: chat for a script, or give a prompt/completion or messages .jsonl file"
+        )
+    if cfg.chat.template == "model":
+        raise HubstyleError(
+            f"chat.template is 'model', but base '{base}' is a seq2seq model: its encoder reads the context as plain "
+            "`Name: line` text, not through a chat template; set chat.template to 'auto' or 'plain'"
+        )
+    if not cfg.chat.assistant_only_loss:
+        raise HubstyleError(
+            f"chat.assistant_only_loss is false, which trains a decoder-only model on the context too; the seq2seq "
+            f"base '{base}' reads the context with its encoder and learns the reply only: set it to true"
+        )
+    if cfg.training.method not in METHODS:
+        raise HubstyleError(
+            f"training.method '{cfg.training.method}' is not supported on the seq2seq base '{base}': seq2seq runs "
+            f"train, evaluate and publish adapters; use {' or '.join(METHODS)}"
+        )
+
+
+# --------------------------------------------------------------------------------------------------- evaluation
+
+
+def pair_batch(
+    items: Sequence[str | Conversation], tokenizer, max_len: int, *, what: str, max_pairs: int | None = None
+) -> PairBatch:
+    """Return the held-out ``items`` as a PairBatch (see :func:`scoring_pairs`); at most ``max_pairs`` of them,
+    spread evenly."""
+    if not items:
+        raise HubstyleError(f"the {what} is empty; give some texts to score")
+    batch = encode_pairs(scoring_pairs(items, what=what), tokenizer, max_len, what=what)
+    if max_pairs is not None and len(batch) > max_pairs:
+        batch = batch[torch.linspace(0, len(batch) - 1, max_pairs).round().long()]
+    return batch
+
+
+def base_and_tuned_pair_loss(
+    model, tokenizer, items: Sequence, adapter: str, *, max_len: int, batch_size: int = 8, bf16: bool = False,
+    what: str = "held-out text", max_pairs: int | None = None,
+) -> dict[str, float]:
+    """Return {"base": loss, "tuned": loss} on the targets of ``items``'s pairs: ``adapter`` off, then on."""
+    from hubstyle.evaluate.generation import check_adapter
+    from hubstyle.evaluate.perplexity import keep_trainable, using_adapter
+    from hubstyle.loop import mean_nll
+
+    check_adapter(model, adapter)
+    batch = pair_batch(items, tokenizer, max_len, what=what, max_pairs=max_pairs)
+    score = dict(batch_size=batch_size, bf16=bf16, loss_fn=pair_loss_sum)
+    with keep_trainable(model):
+        with model.disable_adapter():
+            base = mean_nll(model, batch, **score)
+        with using_adapter(model, adapter):
+            tuned = mean_nll(model, batch, **score)
+    return {"base": base, "tuned": tuned}
+
+
+def heldout_losses(
+    base: str, adapter: str | os.PathLike, texts: dict[str, list], max_len: int, max_pairs: int | None = None
+) -> dict[str, dict[str, float]]:
+    """Return {part: {"base": loss, "tuned": loss}} of the adapter on each part's held-out pairs."""
+    from hubstyle.models import load_adapters, load_base, load_tokenizer
+
+    tokenizer = load_tokenizer(base)
+    model = load_adapters(load_base(base), {"style": adapter})
+    return {
+        part: base_and_tuned_pair_loss(model, tokenizer, items, "style", max_len=max_len, what=f"held-out {part} text",
+                                       max_pairs=max_pairs)
+        for part, items in texts.items()
+    }
+
+
+def evaluate_seq2seq(
+    base: str,
+    adapter: str,
+    *,
+    classifier: str | os.PathLike | Any,
+    prompts: Sequence[str],
+    demo_prompts: Sequence[str],
+    style_texts: Sequence,
+    generic_texts: Sequence[str],
+    target_style: str,
+    out_dir: Path,
+    max_len: int,
+    adapter_name: str = "style",
+    max_new_tokens: int = 48,
+    demo_max_new_tokens: int = 40,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 0.95,
+    seed: int = 0,
+    batch_size: int = 16,
+    bf16: bool = False,
+    max_pairs: int | None = None,
+) -> dict[str, Any]:
+    """Return {"heldout_loss", "perplexity", "style_rate", "answers", "demo_table"} of a seq2seq ``adapter`` on
+    ``base``, the sections causal runs get from ``hubstyle.evaluate.run.evaluate_run``.
+
+    Held-out losses are on the style's reply targets and on generic passages' second halves. Each prompt is the
+    encoder's input and the answer ends at the decoder's EOS (``max_new_tokens`` is only a cap); base and tuned
+    answers come from one mixed-adapter batch. ``style_rate.png`` and ``generations.jsonl`` are written to
+    ``out_dir``.
+    """
+    from hubstyle.evaluate.answers import compare_answers
+    from hubstyle.evaluate.classifier import check_labels, load_classifier
+    from hubstyle.evaluate.demo_table import demo_table
+    from hubstyle.evaluate.generation import decoding_settings, generate_side_by_side
+    from hubstyle.evaluate.perplexity import perplexity
+    from hubstyle.evaluate.style_rate import GENERATIONS_FILE, STYLE_RATE_PLOT, compare_style_rates
+    from hubstyle.models import load_adapters, load_base, load_tokenizer
+
+    clf = classifier if hasattr(classifier, "predict") else load_classifier(classifier)
+    check_labels(clf, [target_style])  # before loading the model: a wrong classifier fails fast
+    tokenizer = load_tokenizer(base)
+    model = load_adapters(load_base(base), {adapter_name: adapter})
+    losses = {
+        part: base_and_tuned_pair_loss(model, tokenizer, texts, adapter_name, max_len=max_len,
+                                       batch_size=max(1, batch_size // 2), bf16=bf16, what=f"held-out {part} text",
+                                       max_pairs=max_pairs)
+        for part, texts in (("style", style_texts), ("generic", generic_texts))
+    }
+    decoding = decoding_settings(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+                                 top_p=top_p, seed=seed)
+    pairs = generate_side_by_side(model, tokenizer, prompts, adapter_name, **decoding, batch_size=batch_size,
+                                  bf16=bf16)
+    base_answers, tuned_answers = [b for b, _ in pairs], [t for _, t in pairs]
+    out_dir = Path(out_dir)
+    rates = compare_style_rates(clf, base_answers, tuned_answers, target_style, decoding=decoding,
+                                plot_path=out_dir / STYLE_RATE_PLOT, prompts=prompts,
+                                generations_path=out_dir / GENERATIONS_FILE)
+    table = demo_table(model, tokenizer, demo_prompts, adapter_name, demo_max_new_tokens, batch_size=batch_size,
+                       bf16=bf16, do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed)
+    return {
+        "heldout_loss": losses,
+        "perplexity": {part: {side: perplexity(v) for side, v in sides.items()} for part, sides in losses.items()},
+        "style_rate": rates,
+        "answers": compare_answers(prompts, base_answers, tuned_answers),
+        "demo_table": table,
+    }
