@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from hubstyle.card import (
+    WHOLE_MODEL_METHODS,
     RepoIds,
     adapter_card,
     base_card,
     card_links,
     check_repo_id,
     classifier_card,
+    full_card,
     gguf_card,
     merged_card,
 )
@@ -80,7 +82,8 @@ def build_publish_folders(
 
     'base' is built only when the run's base is a local folder (a Hub base is already published); the adapter
     then points at ``ids.base``. When the run's base is a Hub id, ``ids.base`` may be None (it becomes that id)
-    but must not name a different repo.
+    but must not name a different repo. Kinds the run has nothing for (:func:`skipped_kinds`: no adapter after a
+    full fine-tune) are left out; for such a run 'merged' is the trained model itself.
     """
     layout = RunLayout(Path(run_dir).expanduser())
     kinds = _check_what(what)
@@ -112,9 +115,10 @@ def build_publish_folders(
         "gguf": lambda out: _build_gguf(layout, facts, ids, out),
     }
     built: dict[str, Path] = {}
+    skipped = skipped_kinds(facts.training.method, facts.training.task_type)
     for kind in kinds:
-        if kind == "base" and local_base is None:
-            continue  # the base is already on the Hub under its own id
+        if (kind == "base" and local_base is None) or kind in skipped:
+            continue  # the base is already on the Hub under its own id; a full fine-tune has no adapter
         target = layout.publish / kind
         with atomic_folder(target) as stage:
             card = builders[kind](stage)
@@ -148,6 +152,20 @@ def local_base_folder(layout: RunLayout, base_model: str) -> Path | None:
     return candidate
 
 
+def skipped_kinds(method: str, task_type: str = "CAUSAL_LM") -> dict[str, str]:
+    """Return {kind: why} of the repo kinds a run trained with ``method`` has nothing for: a full or freeze-attention
+    fine-tune trained the whole model, so there is no adapter (nor a LoRA GGUF); its model goes to the merged repo.
+    An encoder-decoder base (``task_type`` SEQ_2_SEQ_LM) gets no GGUF: the exporter writes decoder-only models."""
+    skipped = {}
+    if method in WHOLE_MODEL_METHODS:
+        skipped["adapter"] = (f"the run trained with method '{method}' ({WHOLE_MODEL_METHODS[method]}), which leaves "
+                              "no adapter; the trained model is published as the merged repo")
+    if task_type == "SEQ_2_SEQ_LM":
+        skipped["gguf"] = ("the base is an encoder-decoder model (seq2seq) and hubstyle's GGUF export writes "
+                           "decoder-only ones (Llama family, GPT-2); the merged repo loads with AutoModelForSeq2SeqLM")
+    return skipped
+
+
 # --------------------------------------------------------------------------------------------------- builders
 
 
@@ -162,29 +180,32 @@ def _build_adapter(layout: RunLayout, facts: RunFacts, ids: RepoIds, out: Path, 
     _write_json(out / "adapter_config.json", config)
     demo = _copy_demo_table(layout, out, replacements)
     _copy_required(layout.classifier / CONFUSION_FILE, out / CONFUSION_FILE, "the classifier's confusion matrix")
-    plots = []
-    if layout.evaluation.is_dir():
-        for png in sorted(layout.evaluation.glob("*.png")):
-            (out / "eval").mkdir(exist_ok=True)
-            shutil.copyfile(png, out / "eval" / png.name)
-            plots.append(f"eval/{png.name}")
+    plots = _copy_eval_plots(layout, out)
     return adapter_card(facts, ids, demo, eval_plots=plots, manifest=_copy_manifest(layout, out, replacements))
 
 
 def _build_merged(layout: RunLayout, facts: RunFacts, ids: RepoIds, base: str | Path, out: Path, replacements):
     from hubstyle.merge import merge_adapter
 
-    method = facts.training.method
-    if method not in ("lora", "qlora"):
-        raise HubstyleError(
-            f"the run trained with method '{method}', which leaves no adapter to merge; publishing full fine-tunes "
-            "is not supported yet"
-        )
+    if facts.training.method in WHOLE_MODEL_METHODS:
+        return _build_full(layout, facts, ids, out, replacements)
     merge_adapter(base, layout.adapter, out, overwrite=True)
     _scrub_folder(out, replacements)
     _copy_required(layout.adapter / LOSS_PLOT, out / LOSS_PLOT, "the training loss plot")
     demo = _copy_demo_table(layout, out, replacements)
     return merged_card(facts, ids, demo, manifest=_copy_manifest(layout, out, replacements))
+
+
+def _build_full(layout: RunLayout, facts: RunFacts, ids: RepoIds, out: Path, replacements: dict[str, str]):
+    """Fill ``out`` with the run's whole trained model (full / freeze-attention fine-tune) and return its card."""
+    src = layout.model
+    if not (src / "config.json").is_file() or not any(src.glob("*.safetensors")):
+        raise HubstyleError(f"model folder '{src}' has no config.json and safetensors weights; train the model first "
+                            f"(training.method '{facts.training.method}')")
+    _copy_folder(src, out, replacements)  # weights, tokenizer, training facts, loss history and plot
+    demo = _copy_demo_table(layout, out, replacements)
+    return full_card(facts, ids, demo, eval_plots=_copy_eval_plots(layout, out),
+                     manifest=_copy_manifest(layout, out, replacements))
 
 
 def _build_classifier(layout: RunLayout, facts: RunFacts, ids: RepoIds, out: Path, replacements: dict[str, str]):
@@ -199,7 +220,8 @@ def _build_gguf(layout: RunLayout, facts: RunFacts, ids: RepoIds, out: Path):
     from hubstyle.export import export_gguf
 
     name = ids.adapter.split("/")[-1]
-    lora = (layout.adapter / ADAPTER_FILES[0]).is_file()
+    # a full fine-tune has no adapter, so no LoRA GGUF (an adapter folder left from an earlier run is not this run's)
+    lora = "adapter" not in skipped_kinds(facts.training.method) and (layout.adapter / ADAPTER_FILES[0]).is_file()
     # each export rewrites the Modelfile: q8_0 goes last, so Ollama runs the smaller file
     exports = [export_gguf(layout.root, q, out, lora=lora and q == "f16", name=name) for q in ("f16", "q8_0")]
     return gguf_card(facts, ids, exports, _read_json(layout.demo_table, "the demo table (hubstyle evaluate writes it)"))
@@ -240,6 +262,17 @@ def _copy_manifest(layout: RunLayout, out: Path, replacements: Mapping[str, str]
     (out / MANIFEST).write_text(text, encoding="utf-8")
     _scrub_json(out / MANIFEST, replacements)
     return MANIFEST
+
+
+def _copy_eval_plots(layout: RunLayout, out: Path) -> list[str]:
+    """Return the repo paths of the evaluation plots (RUN/eval/*.png) after copying them into ``out/eval/``."""
+    plots = []
+    if layout.evaluation.is_dir():
+        for png in sorted(layout.evaluation.glob("*.png")):
+            (out / "eval").mkdir(exist_ok=True)
+            shutil.copyfile(png, out / "eval" / png.name)
+            plots.append(f"eval/{png.name}")
+    return plots
 
 
 def _copy_demo_table(layout: RunLayout, out: Path, replacements: Mapping[str, str]) -> dict:

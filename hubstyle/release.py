@@ -24,8 +24,14 @@ class ReleaseFolder:
     repo_type: str
 
 
-def prepare_release(run_dir: str | Path, repo_id: str, what: Sequence[str] = RELEASE_KINDS) -> list[ReleaseFolder]:
-    """Return the release's repo folders, built under RUN_DIR/publish/ for `repo_id` (OWNER/NAME of the adapter)."""
+def prepare_release(
+    run_dir: str | Path, repo_id: str, what: Sequence[str] = RELEASE_KINDS, *, log=print
+) -> list[ReleaseFolder]:
+    """Return the release's repo folders, built under RUN_DIR/publish/ for `repo_id` (OWNER/NAME of the adapter).
+
+    Parts the run has nothing for (a full fine-tune: no adapter, no Space) are skipped, each with one logged line;
+    asking only for such parts is an error.
+    """
     from hubstyle.facts import load_facts
     from hubstyle.publish import build_publish_folders, default_repo_ids, local_base_folder
     from hubstyle.space_folder import build_space_folder
@@ -36,6 +42,13 @@ def prepare_release(run_dir: str | Path, repo_id: str, what: Sequence[str] = REL
     owner, _, name = repo_id.partition("/")
     layout = RunLayout(Path(run_dir))
     facts = load_facts(layout.root)
+    skipped = {kind: why for kind, why in skipped_parts(facts.training.method, facts.training.task_type).items()
+               if kind in what}
+    if skipped and all(kind in skipped for kind in what):
+        raise HubstyleError(f"nothing to build: {'; '.join(f'{k}: {why}' for k, why in skipped.items())}")
+    for kind, why in skipped.items():
+        log(f"skipping {kind}: {why}")
+    what = [kind for kind in what if kind not in skipped]
     base_is_local = local_base_folder(layout, facts.run.base_model) is not None
     ids = default_repo_ids(owner, name, base_is_local)
     model_kinds = [k for k in what if k != "space" and (k != "base" or base_is_local)]
@@ -79,7 +92,7 @@ def push_release(
     """Return the release folders after pushing each to its repo (or, with `dry_run`, printing what would change)."""
     from hubstyle.facts import load_facts
 
-    parts = prepare_release(run_dir, repo_id, what)
+    parts = prepare_release(run_dir, repo_id, what, log=log)
     push_parts(parts, load_facts(run_dir).run.name, private=private, tag=tag, dry_run=dry_run, token=token,
                endpoint=endpoint, log=log)
     return parts
@@ -95,8 +108,10 @@ def built_release(run_dir: str | Path, repo_id: str, what: Sequence[str] = RELEA
     base_is_local = local_base_folder(layout, load_facts(layout.root).run.base_model) is not None
     ids = default_repo_ids(owner, name, base_is_local)
     parts = []
+    training = load_facts(layout.root).training
+    skipped = skipped_parts(training.method, training.task_type)
     for kind in RELEASE_KINDS:
-        if kind not in what or (kind == "base" and not base_is_local):
+        if kind not in what or (kind == "base" and not base_is_local) or kind in skipped:
             continue
         folder = layout.publish / kind
         if not (folder / "README.md").is_file():
@@ -134,10 +149,26 @@ def push_parts(
         state = f"{len(result.changed_files)} files changed" if result.uploaded else "unchanged, no commit"
         state += f" ({result.retries} {'retry' if result.retries == 1 else 'retries'})" if result.retries else ""
         log(f"{part.kind}: {part.repo_id} - {state}")
-    if dry_run:
-        adapter = next((p for p in parts if p.kind == "adapter"), None)
-        if adapter:
-            log("\n--- adapter card (README.md) ---\n" + (adapter.folder / "README.md").read_text(encoding="utf-8"))
+    if dry_run:  # the headline card: the adapter's, or the merged repo's when a full fine-tune has no adapter
+        card = next((p for p in parts if p.kind in ("adapter", "merged")), None)
+        if card:
+            log(f"\n--- {card.kind} card (README.md) ---\n" + (card.folder / "README.md").read_text(encoding="utf-8"))
+
+
+def skipped_parts(method: str, task_type: str = "CAUSAL_LM") -> dict[str, str]:
+    """Return {part: why} of the release parts a run trained with ``method`` on a ``task_type`` base has nothing for
+    (``hubstyle.publish.skipped_kinds``, and the Space, whose runtime serves a causal base model with style adapters,
+    when there is no adapter or the base is seq2seq)."""
+    from hubstyle.publish import skipped_kinds
+
+    skipped = skipped_kinds(method, task_type)
+    if "adapter" in skipped:
+        skipped["space"] = ("the Space runtime serves a base model with style adapters, and this run has none "
+                            f"(method '{method}'); the model is in the merged repo")
+    elif task_type == "SEQ_2_SEQ_LM":
+        skipped["space"] = ("the Space runtime generates with causal language models and this run's base is an "
+                            "encoder-decoder (seq2seq); the adapter and merged repos load with AutoModelForSeq2SeqLM")
+    return skipped
 
 
 def _demo_table(layout: RunLayout) -> dict:

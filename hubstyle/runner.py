@@ -236,8 +236,6 @@ def plan(
 def _off_reason(stage: str, cfg: RunConfig, push: PushSettings, steps: dict[str, Step]) -> str | None:
     """Return why ``stage`` does not apply to this config, or None when it does."""
     if stage == "publish":
-        if cfg.training.method not in ("lora", "qlora"):
-            return f"training.method '{cfg.training.method}' leaves no adapter to publish"
         if not cfg.evaluation.enabled:
             return "evaluation.enabled is false: the cards need the style rate and the demo table"
     if stage == "push":
@@ -285,7 +283,12 @@ def _changed(stage: str, parts: dict[str, str], record: StageRecord, previous: R
 
 def _missing_outputs(stage: str, cfg: RunConfig, layout: RunLayout, push: PushSettings) -> list[Path]:
     """Return the outputs of ``stage`` that are not in the run folder."""
+    from hubstyle.facts import load_facts
+    from hubstyle.release import skipped_parts
+
     trained = layout.trained(cfg.training.method)
+    # what the evaluate stage recorded (a seq2seq base skips GGUF and Space); before it, nothing is skipped for it
+    task_type = load_facts(layout.root).training.task_type if layout.facts.is_file() else "CAUSAL_LM"
     lora = cfg.training.method in ("lora", "qlora")
     local_base = cfg.base_model == TINY_BASE or Path(cfg.base_model).expanduser().is_dir()
     expected = {
@@ -294,8 +297,9 @@ def _missing_outputs(stage: str, cfg: RunConfig, layout: RunLayout, push: PushSe
         "train": [trained / name for name in
                   (("adapter_config.json", "adapter_model.safetensors") if lora else ("config.json",))]
         + [trained / TRAINING_FACTS],
-        "evaluate": [layout.metrics, layout.facts] + ([layout.demo_table] if cfg.evaluation.enabled and lora else []),
-        "publish": [layout.publish / kind / "README.md" for kind in push.what if kind != "base" or local_base],
+        "evaluate": [layout.metrics, layout.facts] + ([layout.demo_table] if cfg.evaluation.enabled else []),
+        "publish": [layout.publish / kind / "README.md" for kind in push.what
+                    if (kind != "base" or local_base) and kind not in skipped_parts(cfg.training.method, task_type)],
         "push": [],
     }[stage]
     return [path for path in expected if not path.exists()]
@@ -365,7 +369,7 @@ class _Stages:
     def stage_publish(self) -> dict[str, Any]:
         from hubstyle.release import prepare_release
 
-        parts = prepare_release(self.layout.root, self.push.repo_id, self.push.what)
+        parts = prepare_release(self.layout.root, self.push.repo_id, self.push.what, log=self.log)
         for part in parts:
             self.log(f"{part.kind:10} {part.folder}  ->  {part.repo_id}")
         return {"repo_id": self.push.repo_id, "folders": [p.kind for p in parts]}

@@ -18,6 +18,10 @@ _EXPORTS = {
     "train_classifier": "classifier",
     "load_demo_prompts": "prompts",
     "load_prompts": "prompts",
+    "AdapterPair": "pair",
+    "ModelPair": "pair",
+    "TwoModels": "pair",
+    "load_pair": "pair",
     "RateCI": "stats",
     "wilson_interval": "stats",
 }

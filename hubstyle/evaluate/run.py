@@ -1,9 +1,12 @@
-"""Evaluate one style adapter against its base: held-out loss, perplexity, style rate and the demo table.
+"""Evaluate a style-tuned model against its base: held-out loss, perplexity, style rate and the demo table.
 
-The base model is loaded once with the adapter on top; every base-side number comes from the same weights with
-the adapter switched off (``disable_adapter`` for losses, the ``__base__`` rows of mixed-adapter batches for
-generation). The result is the ``heldout_loss``, ``perplexity`` and ``style_rate`` sections of metrics.json plus
-the demo table; ``style_rate.png`` and ``generations.jsonl`` are written here, the caller writes the rest.
+Both sides come from a ``hubstyle.evaluate.pair.ModelPair``. For an adapter the base model is loaded once with the
+adapter on top, and every base-side number comes from the same weights with the adapter switched off
+(``disable_adapter`` for losses, the ``__base__`` rows of mixed-adapter batches for generation). For a whole trained
+model (methods ``full`` and ``freeze_attention``) the base and the tuned model are loaded side by side and each
+scores the same blocks and decodes the same prompts with the same settings and seed. The result is the
+``heldout_loss``, ``perplexity``, ``style_rate`` and ``answers`` sections of metrics.json plus the demo table;
+``style_rate.png`` and ``generations.jsonl`` are written here, the caller writes the rest.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hubstyle.evaluate.answers import compare_answers
-from hubstyle.evaluate.demo_table import demo_table
-from hubstyle.evaluate.generation import decoding_settings, generate_side_by_side
-from hubstyle.evaluate.perplexity import base_and_tuned_loss, perplexity
+from hubstyle.evaluate.demo_table import pair_demo_table
+from hubstyle.evaluate.generation import decoding_settings
+from hubstyle.evaluate.pair import load_pair
+from hubstyle.evaluate.perplexity import perplexity
 from hubstyle.evaluate.style_rate import GENERATIONS_FILE, STYLE_RATE_PLOT, compare_style_rates
 from hubstyle.loop import quiet
-from hubstyle.models import load_adapters, load_base, load_tokenizer
 
 
 def _classifier(classifier):
@@ -32,7 +35,7 @@ def _classifier(classifier):
 
 def evaluate_run(
     base: str,
-    adapter: str,
+    trained: str,
     *,
     classifier: str | os.PathLike | Any,
     prompts: Sequence[str],
@@ -55,7 +58,10 @@ def evaluate_run(
     chat: bool = False,
     max_heldout_blocks: int | None = None,
 ) -> dict[str, Any]:
-    """Return {"heldout_loss", "perplexity", "style_rate", "demo_table"} for ``adapter`` on ``base``.
+    """Return {"heldout_loss", "perplexity", "style_rate", "answers", "demo_table"} for ``trained`` against ``base``.
+
+    ``trained`` is the run's adapter (folder or Hub id, loaded as ``adapter_name``) or the folder of a whole trained
+    model (full / freeze-attention fine-tune); the sections have the same shape either way.
 
     ``classifier`` is a classifier folder (or an already loaded classifier); it must know ``target_style``.
     ``style_texts`` / ``generic_texts`` are held-out texts in the style (or conversations, scored on the assistant's
@@ -75,15 +81,14 @@ def evaluate_run(
     stages = tqdm(total=6, desc="evaluating", disable=quiet(), dynamic_ncols=True)
 
     stages.set_postfix_str("loading model")
-    tokenizer = load_tokenizer(base)
-    model = load_adapters(load_base(base), {adapter_name: adapter})
+    pair = load_pair(base, trained, adapter_name)
     stages.update(1)
 
     stages.set_postfix_str("held-out loss")
     loss_args = dict(block_size=block_size, batch_size=max(1, batch_size // 2), bf16=bf16, template=template,
                      max_blocks=max_heldout_blocks)
     losses = {
-        part: base_and_tuned_loss(model, tokenizer, texts, adapter_name, what=f"held-out {part} text", **loss_args)
+        part: pair.losses(texts, what=f"held-out {part} text", **loss_args)
         for part, texts in (("style", style_texts), ("generic", generic_texts))
     }
     stages.update(1)
@@ -97,9 +102,7 @@ def evaluate_run(
         max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed,
         min_new_tokens=min_new, chat=chat_mode,
     )
-    pairs = generate_side_by_side(
-        model, tokenizer, prompts, adapter_name, **decoding, batch_size=batch_size, bf16=bf16
-    )
+    pairs = pair.side_by_side(prompts, **decoding, batch_size=batch_size, bf16=bf16)
     stages.update(1)
 
     stages.set_postfix_str("classifying")
@@ -116,8 +119,8 @@ def evaluate_run(
     stages.update(1)
 
     stages.set_postfix_str("demo table")
-    table = demo_table(
-        model, tokenizer, demo_prompts, adapter_name, demo_max_new_tokens, batch_size=batch_size, bf16=bf16,
+    table = pair_demo_table(
+        pair, demo_prompts, demo_max_new_tokens, batch_size=batch_size, bf16=bf16,
         min_new_tokens=None if chat else demo_max_new_tokens, do_sample=do_sample, temperature=temperature,
         top_p=top_p, seed=seed, chat=chat_mode,
     )
