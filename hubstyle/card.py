@@ -37,7 +37,9 @@ if TYPE_CHECKING:
     from hubstyle.export import ExportReport
 
 CARD_TEMPLATES = {"adapter": "adapter.md", "merged": "merged.md", "classifier": "classifier.md", "base": "base.md",
-                  "gguf": "gguf.md"}
+                  "gguf": "gguf.md", "full": "full.md"}
+# Methods that train the whole model: no adapter; the trained model itself is published (in the merged repo).
+WHOLE_MODEL_METHODS = {"full": "full fine-tune", "freeze_attention": "freeze-attention fine-tune"}
 TEMPLATES_PACKAGE = "hubstyle.model_cards"  # where a wheel ships model_cards/ (see card_template)
 HUB_URL = "https://huggingface.co"
 # hubstyle is not on PyPI (and its name there is not ours): cards install it from its repository.
@@ -209,6 +211,59 @@ def merged_card(
     return _render("merged", data, kwargs)
 
 
+def full_card(
+    facts: RunFacts,
+    ids: RepoIds,
+    demo_table: Mapping[str, Any],
+    *,
+    eval_plots: Sequence[str] = (),
+    manifest: str | None = None,
+) -> "ModelCard":
+    """Return the card of a whole trained model (methods ``full`` and ``freeze_attention``), published in the merged
+    repo: what was trained on which base, results measured against that base, demo table, three-line usage.
+
+    ``eval_plots`` are image paths (relative to the repo folder) shown under the results; ``manifest`` is the run
+    manifest's file in the repo folder, cited in the training section.
+    """
+    from huggingface_hub import ModelCardData
+
+    base = _base_id(ids)
+    method = facts.training.method
+    if method not in WHOLE_MODEL_METHODS:
+        raise HubstyleError(f"the run's training.method is '{method}', which trains an adapter; its merged repo gets "
+                            "merged_card, and the adapter repo adapter_card")
+    style = facts.run.style
+    training = _training(facts, "full")
+    # the LoRA settings ride along in every TrainingConfig; this run used none of them
+    training["hyperparameters"] = [r for r in training["hyperparameters"] if not r["name"].startswith("lora_")]
+    data = ModelCardData(
+        base_model=base,
+        base_model_relation="finetune",
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=["hubstyle", method.replace("_", "-"), "style-transfer", style, "text-generation"],
+        datasets=_datasets(facts, ids),
+        license=ids.license,
+        language=ids.language,
+        model_name=ids.merged.split("/")[-1],
+        eval_results=_lm_eval_results(facts, "full"),
+    )
+    kwargs = {
+        **_common(facts, ids),
+        **_results(facts, "full"),
+        **_demo(demo_table),
+        **training,
+        **_classifier_summary(facts, "full"),
+        **_pretrain(facts, ids, card="full", required=False),
+        "repo_id": ids.merged,
+        "method_name": WHOLE_MODEL_METHODS[method],
+        "attention_frozen": method == "freeze_attention",
+        "eval_plots": [{"path": p, "title": _plot_title(p)} for p in eval_plots],
+        "manifest_file": manifest,
+    }
+    return _render("full", data, kwargs)
+
+
 def classifier_card(facts: RunFacts, ids: RepoIds) -> "ModelCard":
     """Return the style classifier's card: labels, accuracy and macro-F1 (model-index), per-class table, confusion."""
     from huggingface_hub import EvalResult, ModelCardData
@@ -376,6 +431,7 @@ def gguf_card(
         "pre_tokenizer": exports[-1].pre_tokenizer,
         "local_name": ids.gguf.split("/")[-1],
         "example_prompt": _demo(demo_table)["example_prompt"],
+        "whole_model": WHOLE_MODEL_METHODS.get(facts.training.method, ""),  # no adapter was merged in
     }
     return _render("gguf", data, kwargs)
 
@@ -448,6 +504,8 @@ def _base_id(ids: RepoIds, *, published_here: bool = False) -> str:
 def _common(facts: RunFacts, ids: RepoIds) -> dict[str, Any]:
     style = facts.run.style
     chat = facts.training.chat_format == "model"  # answers in the base's chat template: usage goes through it
+    seq2seq = facts.training.task_type == "SEQ_2_SEQ_LM"  # T5 & co: the prompt is the encoder's input
+    answers = chat or seq2seq
     return {
         "style": style,
         "style_title": style.replace("_", " ").replace("-", " ").title(),
@@ -457,14 +515,18 @@ def _common(facts: RunFacts, ids: RepoIds) -> dict[str, Any]:
         "merged_repo": ids.merged,
         "classifier_repo": ids.classifier,
         "space_repo": ids.space,
+        "has_space": not seq2seq,  # the Space runtime serves causal LMs (hubstyle.release.skipped_parts)
         "hubstyle_version": facts.run.hubstyle_version,
         "run_name": facts.run.name,
         "created": facts.run.created,
         "weights_note": _weights_note(facts),
         "install_command": INSTALL_COMMAND,
         "chat": chat,
-        "generations": "answers" if chat else "continuations",
-        "generation": "answer" if chat else "continuation",
+        "seq2seq": seq2seq,
+        "answers": answers,
+        "auto_class": "AutoModelForSeq2SeqLM" if seq2seq else "AutoModelForCausalLM",
+        "generations": "answers" if answers else "continuations",
+        "generation": "answer" if answers else "continuation",
     }
 
 
@@ -689,7 +751,20 @@ def _classifier_summary(facts: RunFacts, card: str) -> dict[str, Any]:
         "confusion_plot": CONFUSION_FILE,
         "backbone": backbone_id or "/".join(Path(c.backbone).parts[-2:]),
         "backbone_id": backbone_id or "",
+        "speaker_vs_others": _speaker_vs_others(c.speaker_vs_others),
     }
+
+
+def _speaker_vs_others(v) -> str:
+    """Return the sentence on a speaker run's classifier told against the text's other speakers ("" otherwise)."""
+    if v is None:
+        return ""
+    trusted = ("high enough for the style rate to mean this character" if v.macro_f1 >= 0.8 else
+               "too low to read the style rate as this character's voice: it mostly says 'this text', not 'this speaker'")
+    return (f"This is a speaker run: the style is one character, so the classifier also learned the other speakers "
+            f"of the same text (`{v.against}`). Told apart from them alone, `{v.target}` gets macro-F1 "
+            f"**{v.macro_f1:.3f}** (accuracy {v.accuracy:.3f}, F1 {v.f1_target:.3f} for `{v.target}` and "
+            f"{v.f1_against:.3f} for the others, on {v.n} held-out passages): {trusted}.")
 
 
 _PRETRAIN_KEYS = (

@@ -16,6 +16,7 @@ from hubstyle.data import (
     split_blocks,
 )
 from hubstyle.data.chat import MIN_ANSWER_WORDS, long_answers, question_prompts
+from hubstyle.data.scripts import read_script, speaker_key
 from hubstyle.errors import HubstyleError
 
 
@@ -70,14 +71,15 @@ def style_blocks(cfg: RunConfig) -> dict[str, list[str | Conversation]]:
             )
         d = cfg.dialogue
         if mode == "chat":
-            samples = dialogue_conversations(corpus.text(), d.speaker, d.rounds, d.keep_narration)
+            samples = dialogue_conversations(corpus.text(), d.speaker, d.rounds, d.keep_narration, d.format, d.aliases)
             if d.prompts == "questions":
                 samples = question_prompts(samples, cfg.split.seed, min_words=d.min_answer_words or MIN_ANSWER_WORDS)
             elif d.min_answer_words:
                 samples = long_answers(samples, d.min_answer_words)
             out[corpus_cfg.label] = samples
         elif mode == "text":
-            samples = extract_dialogue(corpus.text(), d.speaker, rounds=d.rounds, keep_narration=d.keep_narration)
+            samples = extract_dialogue(corpus.text(), d.speaker, rounds=d.rounds, keep_narration=d.keep_narration,
+                                       format=d.format, aliases=d.aliases)
             out[corpus_cfg.label] = [s.text() for s in samples]
         else:
             out[corpus_cfg.label] = corpus.blocks
@@ -119,3 +121,23 @@ def build_style_data(
     if not any(train.values()):
         raise HubstyleError("no training text left after splitting; give the corpora more text")
     return StyleData(splits=splits, train_texts=train, token_counts=counts, mix_report=mix_report)
+
+
+OTHER_SPEAKERS = "other speakers"  # a speaker run's classifier class: the rest of the cast of the same texts
+
+
+def other_speakers(cfg: RunConfig) -> list[str]:
+    """Return the speeches of every speaker but ``cfg.dialogue.speaker`` in the run's style corpora, in text order."""
+    d = cfg.dialogue
+    speeches = []
+    for corpus_cfg in cfg.corpora:
+        corpus = load_corpus(corpus_cfg.source, name=corpus_cfg.label, column=corpus_cfg.column, split=corpus_cfg.split,
+                             format=corpus_cfg.format)
+        script = read_script(corpus.text(), d.format, d.aliases)  # the names as the speaker's samples read them
+        target = script.key(d.speaker or "")
+        speeches += [" ".join(t.text.split()) for t in script.turns
+                     if t.speaker is not None and speaker_key(t.speaker) != target]
+    if not speeches:
+        raise HubstyleError(f"the corpora have no speaker other than {cfg.dialogue.speaker!r}; a speaker run's classifier "
+                            "needs the rest of the cast to tell the character from")
+    return speeches

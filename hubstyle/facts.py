@@ -120,6 +120,7 @@ class TrainingFacts:
     quantization: str | None = None
     target_modules: list[str] | str | None = None
     chat_format: str | None = None  # 'model' (the base's chat template), 'plain' (`Name: line`), None: plain text
+    task_type: str = "CAUSAL_LM"  # peft's task: CAUSAL_LM, or SEQ_2_SEQ_LM for an encoder-decoder base (T5)
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,19 @@ class Scores:
 
 
 @dataclass(frozen=True)
+class OneVsGroup:
+    """A speaker run's classifier on held-out speeches of the speaker and of the other speakers of the same text."""
+
+    target: str
+    against: str
+    n: int
+    accuracy: float
+    macro_f1: float
+    f1_target: float
+    f1_against: float
+
+
+@dataclass(frozen=True)
 class ClassifierFacts:
     """The style classifier that judged the answers, and its held-out scores."""
 
@@ -171,6 +185,7 @@ class ClassifierFacts:
     backbone: str
     augment: float | None = None  # share of clean passages copied disfluent into training
     disfluent: Scores | None = None  # on the held-out passages made disfluent
+    speaker_vs_others: OneVsGroup | None = None  # speaker runs: the character told from the play's other speakers
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,12 +13,14 @@ from hubstyle.bases import TINY_BASE, ResolvedBase, resolve_base
 from hubstyle.chat import IGNORE_INDEX
 from hubstyle.config import RunConfig
 from hubstyle.data import Conversation, Splits, split_blocks
-from hubstyle.dataset import StyleData, build_style_data, generic_splits, sample_text, style_blocks
+from hubstyle.dataset import (
+    OTHER_SPEAKERS, StyleData, build_style_data, generic_splits, other_speakers, sample_text, style_blocks,
+)
 from hubstyle.errors import HubstyleError
 from hubstyle.facts import facts_for_run, write_facts
-from hubstyle.fsio import atomic_write, is_main_process
+from hubstyle.fsio import atomic_folder, atomic_write, is_main_process
 from hubstyle.layout import RunLayout
-from hubstyle.models import check_cutoff
+from hubstyle.models import check_cutoff, is_seq2seq
 from hubstyle.pretrain import PRETRAIN_REPORT, BigramBaseline, pretrain_base
 from hubstyle.train import TrainReport, train
 
@@ -42,31 +45,41 @@ def ensure_base(cfg: RunConfig, layout: RunLayout, log=print, *, reuse: bool = T
 
 
 def heldout_losses(
-    base: str, adapter: Path, texts: dict[str, list], block_size: int, template: str = "auto",
+    base: str, trained: Path, texts: dict[str, list], block_size: int, template: str = "auto",
     max_blocks: int | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Return {part: {"base": loss, "tuned": loss}} on held-out texts (conversations: the assistant's tokens), one
-    model with the adapter toggled."""
-    from hubstyle.evaluate.perplexity import base_and_tuned_loss
-    from hubstyle.models import load_adapters, load_base, load_tokenizer
+    """Return {part: {"base": loss, "tuned": loss}} on held-out texts (conversations: the assistant's tokens) of
+    the trained adapter (toggled on one model) or whole model (beside the base)."""
+    from hubstyle.evaluate.pair import load_pair
 
-    tokenizer = load_tokenizer(base)
-    model = load_adapters(load_base(base), {"style": adapter})
+    if is_seq2seq(base):  # scored on (input, target) pairs, not packed blocks
+        from hubstyle.seq2seq import heldout_losses as pair_losses
+
+        return pair_losses(base, trained, texts, block_size, max_blocks)
+
+    pair = load_pair(base, trained)
     return {
-        part: base_and_tuned_loss(model, tokenizer, items, "style", block_size=block_size, what=f"held-out {part} text",
-                                  template=template, max_blocks=max_blocks)
+        part: pair.losses(items, what=f"held-out {part} text", block_size=block_size, template=template,
+                          max_blocks=max_blocks)
         for part, items in texts.items()
     }
 
 
 def ensure_classifier(cfg: RunConfig, out_dir: Path, data: StyleData, generic: Splits, log=print) -> tuple[str, dict]:
     """Return (classifier folder or id, its report): the configured one, or one trained on the run's styles."""
-    from hubstyle.evaluate.classifier import load_classifier, train_classifier
+    from hubstyle.evaluate.classifier import (
+        METRICS_FILE, check_labels, load_classifier, one_vs_group, train_classifier,
+    )
 
     if cfg.classifier.path:
         clf = load_classifier(cfg.classifier.path)
-        report_path = Path(cfg.classifier.path) / "metrics.json"
+        report_path = Path(cfg.classifier.path) / METRICS_FILE
         report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {"labels": clf.labels}
+        check_labels(clf, [cfg.style])  # a classifier that cannot judge this style fails before anything is copied
+        given = Path(clf.path)
+        if given.is_dir() and given.resolve() != Path(out_dir).resolve():  # the run folder holds what judged it
+            with atomic_folder(out_dir) as stage:
+                shutil.copytree(given, stage, dirs_exist_ok=True)
         return cfg.classifier.path, report
     from hubstyle.data import load_corpus
 
@@ -86,6 +99,12 @@ def ensure_classifier(cfg: RunConfig, out_dir: Path, data: StyleData, generic: S
                    other: {name: s.train for name, s in registers.items()}}
     heldout = {**{label: [sample_text(t) for t in s.test or s.validation] for label, s in data.splits.items()},
                other: {name: s.validation for name, s in registers.items()}}
+    if cfg.dialogue.speaker:  # the character against the other speakers of the same text, not just the play
+        if OTHER_SPEAKERS in train_texts:
+            raise HubstyleError(f"a style is named '{OTHER_SPEAKERS}', which is the other speakers' class; rename it")
+        speeches = split_blocks(other_speakers(cfg), validation=cfg.classifier.register_heldout, test=0.0,
+                                seed=cfg.split.seed, n_segments=cfg.split.segments)
+        train_texts[OTHER_SPEAKERS], heldout[OTHER_SPEAKERS] = speeches.train, speeches.validation
     log(f"training the style classifier ({', '.join(train_texts)}; {other}: {', '.join(registers)}) ...")
     report = train_classifier(
         train_texts, heldout, out_dir=out_dir, backbone=cfg.classifier.backbone,
@@ -96,7 +115,14 @@ def ensure_classifier(cfg: RunConfig, out_dir: Path, data: StyleData, generic: S
     log(f"classifier: accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f} on held-out passages, "
         f"macro-F1 {report.disfluent['macro_f1']:.3f} on disfluent copies ({report.train_seconds:.0f}s); "
         f"'{other}' accuracy by register: {per_register}")
-    return str(out_dir), report.as_dict()
+    result = report.as_dict()
+    if cfg.dialogue.speaker:
+        result["speaker_vs_others"] = versus = one_vs_group(report.labels, report.confusion_matrix, cfg.style,
+                                                            OTHER_SPEAKERS)
+        log(f"classifier, '{cfg.style}' vs the other speakers of the text: macro-F1 {versus['macro_f1']:.3f}, "
+            f"accuracy {versus['accuracy']:.3f} on {versus['n']} held-out passages")
+        atomic_write(Path(out_dir) / METRICS_FILE, json.dumps(result, indent=2) + "\n")  # the classifier's own record
+    return str(out_dir), result
 
 
 def bigram_loss(base: str, train_texts: list, test_texts: list, block_size: int, template: str = "auto") -> float:
@@ -145,12 +171,17 @@ def run(cfg: RunConfig, *, resume: bool = False, log=print) -> RunResult:
 
 def check_run(cfg: RunConfig, resolved: ResolvedBase | None, *, chat: bool) -> None:
     """Raise before any work when the run cannot succeed: a context too short, a chat template missing for chat
-    samples, unknown LoRA target modules, a missing prompt file (`resolved` is None for the tiny base)."""
+    samples, a seq2seq base given plain text or decoder-only options, unknown LoRA target modules, a missing prompt
+    file (`resolved` is None for the tiny base)."""
     if resolved is not None:
         check_cutoff(resolved.path, cfg.training.cutoff_len)
     elif cfg.training.cutoff_len > cfg.pretrain.block_size:
         raise HubstyleError(f"'training.cutoff_len' is {cfg.training.cutoff_len}, longer than the tiny base's context "
                             f"(pretrain.block_size {cfg.pretrain.block_size}); lower it or raise pretrain.block_size")
+    if resolved is not None and is_seq2seq(resolved.path):  # T5 & co: (input, target) pairs, no chat template
+        from hubstyle.seq2seq import check_config
+
+        check_config(cfg, resolved.hub_id or resolved.path, chat=chat)
     if chat:
         _check_chat_template(cfg, resolved)
     if resolved is not None and cfg.training.target_modules:
@@ -184,7 +215,8 @@ def measure(
     cfg: RunConfig, layout: RunLayout, base: str, resolved: ResolvedBase | None, pretrain_facts: dict | None,
     data: StyleData, report: TrainReport, log=print,
 ) -> dict:
-    """Return the run's metrics after measuring the trained adapter; writes metrics.json and run_facts.json."""
+    """Return the run's metrics after measuring the trained adapter (or whole model); writes metrics.json and
+    run_facts.json."""
     from hubstyle import __version__
 
     metrics = {
@@ -202,20 +234,19 @@ def measure(
     }
     if pretrain_facts:
         metrics["pretrain"] = pretrain_facts
-    out_dir = layout.trained(cfg.training.method)
-    if out_dir == layout.adapter:
-        style_test = data.splits[cfg.style].test or data.splits[cfg.style].validation
-        generic = generic_splits(cfg.generic_corpus, cfg.split.seed, cfg.split.segments)
-        if cfg.evaluation.enabled:
-            metrics.update(evaluate(cfg, layout, base, out_dir, data, style_test, generic, log))
-        else:
-            losses = heldout_losses(base, out_dir, {"style": style_test, "generic": generic.validation},
-                                    cfg.training.cutoff_len, cfg.chat.template, cfg.evaluation.heldout_blocks)
-            metrics["heldout_loss"] = losses
-            metrics["perplexity"] = {k: {m: math.exp(v) for m, v in d.items()} for k, d in losses.items()}
-        metrics["heldout_loss"]["style"]["bigram"] = bigram_loss(
-            base, data.splits[cfg.style].train, style_test, cfg.training.cutoff_len, cfg.chat.template
-        )
+    out_dir = layout.trained(cfg.training.method)  # the adapter, or the whole model of a full / freeze run
+    style_test = data.splits[cfg.style].test or data.splits[cfg.style].validation
+    generic = generic_splits(cfg.generic_corpus, cfg.split.seed, cfg.split.segments)
+    if cfg.evaluation.enabled:
+        metrics.update(evaluate(cfg, layout, base, out_dir, data, style_test, generic, log))
+    else:
+        losses = heldout_losses(base, out_dir, {"style": style_test, "generic": generic.validation},
+                                cfg.training.cutoff_len, cfg.chat.template, cfg.evaluation.heldout_blocks)
+        metrics["heldout_loss"] = losses
+        metrics["perplexity"] = {k: {m: math.exp(v) for m, v in d.items()} for k, d in losses.items()}
+    metrics["heldout_loss"]["style"]["bigram"] = bigram_loss(
+        base, data.splits[cfg.style].train, style_test, cfg.training.cutoff_len, cfg.chat.template
+    )
     write_metrics(layout, metrics)
     style_split = "test" if data.splits[cfg.style].test else "validation"  # what style_test above is cut from
     write_facts(layout, facts_for_run(metrics, cfg, style_split))
@@ -226,12 +257,14 @@ def _check_target_modules(base: str, names: list[str]) -> None:
     """Raise before any work unless every name in ``names`` is a module of ``base`` (built on the meta device from its
     config: no weights are read)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
+    from hubstyle.models import auto_model_class
     from hubstyle.train import target_modules_for
 
+    config = AutoConfig.from_pretrained(base)
     with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))
+        skeleton = auto_model_class(config).from_config(config)
     target_modules_for(skeleton, names)
 
 
@@ -266,14 +299,27 @@ def evaluate(
     classifier, classifier_report = ensure_classifier(cfg, layout.classifier, data, generic, log)
     ev = cfg.evaluation
     log("evaluating base vs tuned (style rate, perplexity, demo table) ...")
-    result = evaluate_run(
-        base, str(adapter), classifier=classifier,
-        prompts=load_prompts(ev.prompts), demo_prompts=load_demo_prompts(ev.demo_prompts),
-        style_texts=style_test, generic_texts=generic.validation, target_style=cfg.style, out_dir=layout.evaluation,
-        max_new_tokens=ev.max_new_tokens, do_sample=ev.do_sample, temperature=ev.temperature, top_p=ev.top_p,
-        seed=ev.seed, batch_size=ev.batch_size, block_size=cfg.training.cutoff_len, template=cfg.chat.template,
-        chat=data.is_chat(), max_heldout_blocks=ev.heldout_blocks,
-    )
+    if is_seq2seq(base):  # each prompt is the encoder's input; losses on (input, target) pairs
+        from hubstyle.seq2seq import evaluate_seq2seq
+
+        result = evaluate_seq2seq(
+            base, str(adapter), classifier=classifier,
+            prompts=load_prompts(ev.prompts), demo_prompts=load_demo_prompts(ev.demo_prompts),
+            style_texts=style_test, generic_texts=generic.validation, target_style=cfg.style,
+            out_dir=layout.evaluation, max_len=cfg.training.cutoff_len, max_new_tokens=ev.max_new_tokens,
+            do_sample=ev.do_sample, temperature=ev.temperature, top_p=ev.top_p, seed=ev.seed,
+            batch_size=ev.batch_size, max_pairs=ev.heldout_blocks,
+        )
+    else:
+        result = evaluate_run(
+            base, str(adapter), classifier=classifier,
+            prompts=load_prompts(ev.prompts), demo_prompts=load_demo_prompts(ev.demo_prompts),
+            style_texts=style_test, generic_texts=generic.validation, target_style=cfg.style,
+            out_dir=layout.evaluation, max_new_tokens=ev.max_new_tokens, do_sample=ev.do_sample,
+            temperature=ev.temperature, top_p=ev.top_p, seed=ev.seed, batch_size=ev.batch_size,
+            block_size=cfg.training.cutoff_len, template=cfg.chat.template, chat=data.is_chat(),
+            max_heldout_blocks=ev.heldout_blocks,
+        )
     atomic_write(layout.demo_table, json.dumps(result.pop("demo_table"), indent=2))
     return {**result, "classifier": classifier_report, "demo_table": layout.demo_table.name}
 
@@ -325,9 +371,8 @@ def write_metrics(layout: RunLayout, metrics: dict) -> Path:
 
 
 def side_by_side(base: str, adapter: str | Path, prompts: list[str], max_new_tokens: int = 40) -> list[tuple[str, str]]:
-    """Return (base continuation, tuned continuation) per prompt: greedy, one batched mixed-adapter pass."""
-    from hubstyle.evaluate.generation import generate_side_by_side
-    from hubstyle.models import load_adapters, load_base, load_tokenizer
+    """Return (base continuation, tuned continuation) per prompt, greedy: one batched mixed-adapter pass for an
+    adapter, one pass per model for a whole trained model (``adapter`` is then its folder)."""
+    from hubstyle.evaluate.pair import load_pair
 
-    model = load_adapters(load_base(base), {"style": adapter})
-    return generate_side_by_side(model, load_tokenizer(base), prompts, "style", max_new_tokens=max_new_tokens)
+    return load_pair(base, adapter).side_by_side(prompts, max_new_tokens=max_new_tokens)

@@ -272,6 +272,28 @@ def _scores(labels: list[str], true: list[int], pred: list[int]) -> dict:
     }
 
 
+def one_vs_group(labels: Sequence[str], confusion: Sequence[Sequence[int]], target: str, group: str) -> dict:
+    """Return how well held-out passages of ``target`` and ``group`` alone are told apart as "``target``" vs
+    "not ``target``", from a confusion matrix (rows: true, columns: predicted, in ``labels`` order).
+
+    For a speaker run this is the figure that says whether the classifier knows the character, not just the play:
+    ``{"target", "against", "n", "accuracy", "macro_f1", "f1_target", "f1_against"}``.
+    """
+    for label in (target, group):
+        if label not in labels:
+            raise HubstyleError(f"the classifier has no label '{label}'; it has {', '.join(labels)}")
+    t, g = labels.index(target), labels.index(group)
+    tp, fn = confusion[t][t], sum(confusion[t]) - confusion[t][t]
+    fp, tn = confusion[g][t], sum(confusion[g]) - confusion[g][t]
+    n = tp + fn + fp + tn
+    if not (tp + fn) or not (fp + tn):
+        raise HubstyleError(f"no held-out passages of '{target if not tp + fn else group}' to score the classifier on")
+    f1_target = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    f1_against = 2 * tn / (2 * tn + fn + fp) if tn else 0.0
+    return {"target": target, "against": group, "n": int(n), "accuracy": (tp + tn) / n,
+            "macro_f1": (f1_target + f1_against) / 2, "f1_target": f1_target, "f1_against": f1_against}
+
+
 def plot_confusion(report: ClassifierReport, path: str | os.PathLike) -> Path:
     """Return ``path`` after drawing the report's confusion matrix there as a PNG (rows: true labels)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
