@@ -25,6 +25,9 @@ from hubstyle.pretrain import PRETRAIN_REPORT, BigramBaseline, pretrain_base
 from hubstyle.train import TrainReport, train
 
 METRICS_SCHEMA = "hubstyle.metrics/1"
+# One character has a few thousand words (PETRUCHIO: 4,300): passages of 12-40 words give each class 2.6x more
+# passages than the default 40-100, and with classifier.epochs 4 took speaker-vs-others macro-F1 from 0.37 to 0.73.
+SPEAKER_PASSAGES = {"min_words": 12, "max_words": 40}
 
 
 def ensure_base(cfg: RunConfig, layout: RunLayout, log=print, *, reuse: bool = True) -> tuple[str, dict | None]:
@@ -110,6 +113,7 @@ def ensure_classifier(cfg: RunConfig, out_dir: Path, data: StyleData, generic: S
         train_texts, heldout, out_dir=out_dir, backbone=cfg.classifier.backbone,
         epochs=cfg.classifier.epochs, max_per_class=cfg.classifier.max_per_class,
         learning_rate=cfg.classifier.learning_rate, augment=cfg.classifier.augment, seed=cfg.split.seed,
+        **(SPEAKER_PASSAGES if cfg.dialogue.speaker else {}),
     )
     per_register = ", ".join(f"{name} {r['accuracy']:.3f} (n={r['n']})" for name, r in report.registers.items())
     log(f"classifier: accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f} on held-out passages, "
