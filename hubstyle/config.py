@@ -302,6 +302,9 @@ class RunConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     push: PushConfig = field(default_factory=PushConfig)  # `hubstyle run` only
+    # Let the base model's repo run its own Python (custom architectures). Off by default: code from a model repo
+    # runs with your rights; turn it on only for a repo you trust.
+    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
         if not self.corpora:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -58,7 +59,7 @@ def check_cutoff(path_or_id: str | os.PathLike, cutoff_len: int, key: str = "tra
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(_check_exists(path_or_id), trust_remote_code=False)
+        config = AutoConfig.from_pretrained(_check_exists(path_or_id), trust_remote_code=remote_code_allowed())
     except OSError as err:
         problem = _download_problem(str(path_or_id), err)
         raise HubstyleError(problem or f"base model '{path_or_id}' could not be found or read: "
@@ -80,7 +81,8 @@ def is_seq2seq(model_or_config, revision: str | None = None) -> bool:
 
         where = _check_exists(model_or_config)
         with _loading(where):
-            model_or_config = AutoConfig.from_pretrained(where, revision=revision, trust_remote_code=False)
+            model_or_config = AutoConfig.from_pretrained(where, revision=revision,
+                                                         trust_remote_code=remote_code_allowed())
     config = getattr(model_or_config, "config", model_or_config)
     return bool(getattr(config, "is_encoder_decoder", False))
 
@@ -119,10 +121,32 @@ def check_safe_weights(folder: str | os.PathLike) -> None:
         raise HubstyleError(_pickle_message(str(pickles[0])))
 
 
-def safe_load_kwargs(trust_remote_code: bool = False) -> dict:
-    """Return the from_pretrained arguments every hubstyle load uses: no remote code unless asked, and
-    safetensors only unless pickles are allowed (transformers then refuses a Hub repo with only .bin weights)."""
-    return {"trust_remote_code": trust_remote_code, **({} if pickle_allowed() else {"use_safetensors": True})}
+# Whether base models and tokenizers may run code from their repo: only where a run's config says
+# `trust_remote_code: true` (pipeline.run and `hubstyle run` set it for their length with `remote_code`).
+_REMOTE_CODE: contextvars.ContextVar[bool] = contextvars.ContextVar("hubstyle_trust_remote_code", default=False)
+
+
+@contextlib.contextmanager
+def remote_code(allowed: bool) -> Iterator[None]:
+    """Within the block, base model, config and tokenizer loads pass ``trust_remote_code=allowed`` (default off)."""
+    token = _REMOTE_CODE.set(bool(allowed))
+    try:
+        yield
+    finally:
+        _REMOTE_CODE.reset(token)
+
+
+def remote_code_allowed(trust_remote_code: bool | None = None) -> bool:
+    """Return ``trust_remote_code`` when given, else what the enclosing :func:`remote_code` block says (False)."""
+    return _REMOTE_CODE.get() if trust_remote_code is None else bool(trust_remote_code)
+
+
+def safe_load_kwargs(trust_remote_code: bool | None = None) -> dict:
+    """Return the from_pretrained arguments every hubstyle load uses: no remote code unless asked (here or by the
+    run's config, see :func:`remote_code`), and safetensors only unless pickles are allowed (transformers then
+    refuses a Hub repo with only .bin weights)."""
+    return {"trust_remote_code": remote_code_allowed(trust_remote_code),
+            **({} if pickle_allowed() else {"use_safetensors": True})}
 
 
 def _check_exists(path_or_id: str | os.PathLike) -> str:
@@ -135,13 +159,14 @@ def _check_exists(path_or_id: str | os.PathLike) -> str:
     return str(Path(text).expanduser()) if looks_local else text
 
 
-def load_tokenizer(path_or_id: str | os.PathLike, revision: str | None = None, *, trust_remote_code: bool = False):
+def load_tokenizer(path_or_id: str | os.PathLike, revision: str | None = None, *,
+                   trust_remote_code: bool | None = None):
     """Return the tokenizer of a model, with a pad token and left padding (what batched generation needs)."""
     from transformers import AutoTokenizer
 
     with _loading(path_or_id):
         tok = AutoTokenizer.from_pretrained(_check_exists(path_or_id), revision=revision,
-                                            trust_remote_code=trust_remote_code)
+                                            trust_remote_code=remote_code_allowed(trust_remote_code))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
@@ -154,11 +179,11 @@ def load_base(
     revision: str | None = None,
     dtype: torch.dtype = torch.float32,
     quantization: str | None = None,
-    trust_remote_code: bool = False,
+    trust_remote_code: bool | None = None,
 ):
     """Return a causal LM (or a seq2seq LM for an encoder-decoder base) in eval mode; ``quantization``
     '4bit'/'8bit' loads it through bitsandbytes. Pickle weights are refused unless HUBSTYLE_ALLOW_PICKLE=1; the
-    model's own code runs only with ``trust_remote_code``."""
+    model's own code runs only with ``trust_remote_code`` (None: as the enclosing :func:`remote_code` says)."""
     kwargs: dict = {"revision": revision, "dtype": dtype, **safe_load_kwargs(trust_remote_code)}
     if quantization:
         kwargs["quantization_config"] = quantization_config(quantization)

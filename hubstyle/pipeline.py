@@ -20,7 +20,7 @@ from hubstyle.errors import HubstyleError
 from hubstyle.facts import facts_for_run, write_facts
 from hubstyle.fsio import atomic_folder, atomic_write, is_main_process
 from hubstyle.layout import RunLayout
-from hubstyle.models import check_cutoff, is_seq2seq
+from hubstyle.models import check_cutoff, is_seq2seq, remote_code, remote_code_allowed
 from hubstyle.pretrain import PRETRAIN_REPORT, BigramBaseline, pretrain_base
 from hubstyle.train import TrainReport, train
 
@@ -155,8 +155,13 @@ def run(cfg: RunConfig, *, resume: bool = False, log=print) -> RunResult:
     """Return the RunResult of training `cfg`'s style adapter (pretraining the tiny base first if asked).
 
     Under a multi-process launch every process trains; the main process alone writes files, logs and evaluates (the
-    others return after training, with empty metrics).
+    others return after training, with empty metrics). The base's own code runs only if `cfg.trust_remote_code`.
     """
+    with remote_code(cfg.trust_remote_code):
+        return _run(cfg, resume=resume, log=log)
+
+
+def _run(cfg: RunConfig, *, resume: bool, log) -> RunResult:
     main = is_main_process()
     log = log if main else (lambda *_: None)
     blocks = style_blocks(cfg)  # bad corpora and bases fail here, before anything is written
@@ -266,7 +271,7 @@ def _check_target_modules(base: str, names: list[str]) -> None:
     from hubstyle.models import auto_model_class
     from hubstyle.train import target_modules_for
 
-    config = AutoConfig.from_pretrained(base)
+    config = AutoConfig.from_pretrained(base, trust_remote_code=remote_code_allowed())
     with torch.device("meta"):
         skeleton = auto_model_class(config).from_config(config)
     target_modules_for(skeleton, names)

@@ -121,6 +121,8 @@ def run_config(
         config=cfg.to_dict(), config_file=str(config_file) if config_file else None, packages=package_versions(),
         python=python_version(), git=git_state(), seeds=_seeds(cfg), data={}, stages=records, started=started,
     )
+    from hubstyle.models import remote_code  # torch: only once there is work to do
+
     work = _Stages(cfg, layout, settings, log)
     for step in steps:
         if step.action == RUN:
@@ -129,7 +131,8 @@ def run_config(
             _save(layout, manifest, files, start)
             log(f"[{step.stage}] {step.reason}")
             t0 = time.perf_counter()
-            facts = getattr(work, f"stage_{step.stage}")()
+            with remote_code(cfg.trust_remote_code):  # the base's own code runs only if the config says so
+                facts = getattr(work, f"stage_{step.stage}")()
             seconds = round(time.perf_counter() - t0, 3)
             commit = (manifest.git or {}).get("commit")
             records[step.stage] = StageRecord(step.key, RAN, step.reason, seconds, seconds, now(), commit,

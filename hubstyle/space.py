@@ -294,9 +294,11 @@ class RowScaledLora:
 
             def forward(x, *args, _base=layer.base_layer, _a=weight_a, _b=weight_b, _scale=scale, **kwargs):
                 result = _base(x, *args, **kwargs)
-                delta = F.linear(F.linear(x.to(_a.dtype), _a), _b)
-                delta = delta * (_scale if x.dim() == 3 else _scale.view(-1, *([1] * (x.dim() - 1))))
-                return (result + delta).to(result.dtype)
+                delta = F.linear(F.linear(x if x.dtype == _a.dtype else x.to(_a.dtype), _a), _b)
+                scale = _scale if x.dim() == 3 else _scale.view(-1, *([1] * (x.dim() - 1)))
+                if delta.dtype == result.dtype:  # one fused kernel: result += delta * scale (result is ours)
+                    return result.addcmul_(delta, scale)
+                return (result + delta * scale).to(result.dtype)
 
             layer.forward = forward  # an instance attribute: shadows the class's forward until __exit__
         return self

@@ -78,3 +78,46 @@ def test_remote_code_is_never_trusted_by_default(tiny_base, monkeypatch):
     load_base(tiny_base)
     load_base(tiny_base, trust_remote_code=True)
     assert [(k["trust_remote_code"], k["use_safetensors"]) for k in seen] == [(False, True), (True, True)]
+
+
+def test_trust_remote_code_only_where_the_run_config_asks(tmp_path, tiny_base, monkeypatch):
+    """`trust_remote_code: true` in a run's config reaches the base's loads for that run, and nothing else."""
+    import transformers
+
+    from hubstyle.config import RunConfig, load_config
+    from hubstyle.models import load_tokenizer, remote_code, safe_load_kwargs
+    from hubstyle.pipeline import run
+
+    assert safe_load_kwargs()["trust_remote_code"] is False
+    with remote_code(True):
+        assert safe_load_kwargs()["trust_remote_code"] is True
+        assert safe_load_kwargs(False)["trust_remote_code"] is False  # an explicit answer wins
+    assert safe_load_kwargs()["trust_remote_code"] is False
+
+    seen = []
+    real = transformers.AutoModelForCausalLM.from_pretrained.__func__
+
+    def recording(cls, *args, **kwargs):
+        seen.append(kwargs.get("trust_remote_code"))
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", classmethod(recording))
+    load_base(tiny_base)
+    with remote_code(True):
+        load_base(tiny_base)
+        load_tokenizer(tiny_base)
+    assert seen == [False, True]
+
+    config = tmp_path / "run.yaml"
+    config.write_text(f"base_model: {tiny_base}\ntrust_remote_code: true\ncorpora: [{{source: shakespeare}}]\n")
+    cfg = load_config(config)
+    assert cfg.trust_remote_code is True and RunConfig().trust_remote_code is False
+    config.write_text("trust_remote_code: maybe\n")
+    with pytest.raises(HubstyleError, match="'trust_remote_code' must be bool, got 'maybe'"):
+        load_config(config)
+
+    seen.clear()
+    monkeypatch.setattr("hubstyle.pipeline._run", lambda cfg, **_: load_base(tiny_base))
+    run(cfg)  # the pipeline sets it for the run's length
+    load_base(tiny_base)
+    assert seen == [True, False]

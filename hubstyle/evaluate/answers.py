@@ -43,7 +43,7 @@ def load_encoder(path: str | os.PathLike | None = None) -> Encoder:
     name = _check_exists(path) if path is not None else default_backbone()
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModel.from_pretrained(name, **safe_load_kwargs())
+        model = AutoModel.from_pretrained(name, **safe_load_kwargs(False))
     except (OSError, ValueError) as err:
         raise HubstyleError(f"cannot load sentence encoder '{name}': {str(err).splitlines()[0]}") from err
     return Encoder(model=model.to(device()).eval(), tokenizer=tokenizer, name=name)

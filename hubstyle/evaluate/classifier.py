@@ -421,7 +421,7 @@ def train_classifier(
         tokenizer = AutoTokenizer.from_pretrained(backbone)
         model = AutoModelForSequenceClassification.from_pretrained(
             backbone,
-            **safe_load_kwargs(),
+            **safe_load_kwargs(False),
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
@@ -520,7 +520,7 @@ def load_classifier(path: str | os.PathLike) -> StyleClassifier:
                 "train one with train_classifier or give a classifier folder"
             )
         check_safe_weights(where)
-        model = AutoModelForSequenceClassification.from_pretrained(where, **safe_load_kwargs())
+        model = AutoModelForSequenceClassification.from_pretrained(where, **safe_load_kwargs(False))
         tokenizer = AutoTokenizer.from_pretrained(where)
     except (OSError, ValueError) as err:
         raise HubstyleError(f"'{where}' is not a sequence classifier: {str(err).splitlines()[0]}") from err
