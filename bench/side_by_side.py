@@ -77,7 +77,8 @@ def interleaved_medians(cases: dict[str, Callable[[], object]], repeats: int) ->
 
 
 def peak_rss_of_loading(folder: Path, base: str, what: str, dtype: str) -> int:
-    """Return the peak RSS (VmHWM) of a fresh Python that imports torch/transformers/peft, loads ``what``, runs it."""
+    """Return the peak RSS (VmHWM) of a fresh Python that imports torch/transformers/peft, loads ``what`` and runs
+    one forward pass as the Space would (the base alone: one row; with adapters: base and tuned rows)."""
     script = f"""
 import sys
 from pathlib import Path
@@ -90,10 +91,16 @@ if {what!r} in ("adapter", "adapters"):
     model = PeftModel.from_pretrained(model, folder / "a", adapter_name="a", autocast_adapter_dtype=False)
 if {what!r} == "adapters":
     model.load_adapter(folder / "b", adapter_name="b", autocast_adapter_dtype=False)
-if {what!r} != "nothing":  # touch every weight: safetensors pages are mapped lazily
+if {what!r} != "nothing":  # run it as the Space does (touches every weight: safetensors pages map lazily)
     import torch
+    sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+    from hubstyle.space import RowScaledLora
     with torch.inference_mode():
-        model(input_ids=torch.ones(1, 8, dtype=torch.long))
+        if {what!r} == "base":
+            model(input_ids=torch.ones(1, 64, dtype=torch.long))
+        else:  # base and tuned rows, with the float32 copies of the adapter the row-scaled delta makes on a CPU
+            with RowScaledLora(model, "a", [False, True]):
+                model(input_ids=torch.ones(2, 64, dtype=torch.long))
 for line in open("/proc/self/status"):
     if line.startswith("VmHWM:"):
         print(int(line.split()[1]) * 1024)
