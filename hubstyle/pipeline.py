@@ -71,7 +71,7 @@ def heldout_losses(
 def ensure_classifier(cfg: RunConfig, out_dir: Path, data: StyleData, generic: Splits, log=print) -> tuple[str, dict]:
     """Return (classifier folder or id, its report): the configured one, or one trained on the run's styles."""
     from hubstyle.evaluate.classifier import (
-        METRICS_FILE, check_labels, load_classifier, one_vs_group, train_classifier,
+        METRICS_FILE, check_labels, load_classifier, train_classifier,
     )
 
     if cfg.classifier.path:
@@ -113,20 +113,17 @@ def ensure_classifier(cfg: RunConfig, out_dir: Path, data: StyleData, generic: S
         train_texts, heldout, out_dir=out_dir, backbone=cfg.classifier.backbone,
         epochs=cfg.classifier.epochs, max_per_class=cfg.classifier.max_per_class,
         learning_rate=cfg.classifier.learning_rate, augment=cfg.classifier.augment, seed=cfg.split.seed,
-        **(SPEAKER_PASSAGES if cfg.dialogue.speaker else {}),
+        **(dict(SPEAKER_PASSAGES, versus=(cfg.style, OTHER_SPEAKERS)) if cfg.dialogue.speaker else {}),
     )
     per_register = ", ".join(f"{name} {r['accuracy']:.3f} (n={r['n']})" for name, r in report.registers.items())
     log(f"classifier: accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f} on held-out passages, "
         f"macro-F1 {report.disfluent['macro_f1']:.3f} on disfluent copies ({report.train_seconds:.0f}s); "
         f"'{other}' accuracy by register: {per_register}")
-    result = report.as_dict()
-    if cfg.dialogue.speaker:
-        result["speaker_vs_others"] = versus = one_vs_group(report.labels, report.confusion_matrix, cfg.style,
-                                                            OTHER_SPEAKERS)
+    versus = report.speaker_vs_others
+    if versus:
         log(f"classifier, '{cfg.style}' vs the other speakers of the text: macro-F1 {versus['macro_f1']:.3f}, "
             f"accuracy {versus['accuracy']:.3f} on {versus['n']} held-out passages")
-        atomic_write(Path(out_dir) / METRICS_FILE, json.dumps(result, indent=2) + "\n")  # the classifier's own record
-    return str(out_dir), result
+    return str(out_dir), report.as_dict()
 
 
 def bigram_loss(base: str, train_texts: list, test_texts: list, block_size: int, template: str = "auto") -> float:

@@ -96,6 +96,8 @@ class ClassifierReport:
     # register -> {label, n_train, n, accuracy}: for classes given by registers, how many passages each register
     # gave to training and to the held-out set, and the share of its held-out passages classified as its label.
     registers: dict[str, dict] = field(default_factory=dict)
+    # with ``versus=(target, group)``: ``one_vs_group`` of those two classes (a speaker run's character vs the cast)
+    speaker_vs_others: dict | None = None
 
     def as_dict(self) -> dict:
         """Return the report as a plain, JSON-serialisable dict."""
@@ -370,6 +372,7 @@ def train_classifier(
     max_words: int = 100,
     augment: float = 1.0,
     seed: int = 0,
+    versus: tuple[str, str] | None = None,
 ) -> ClassifierReport:
     """Return the held-out report of a style classifier fine-tuned on ``train`` and saved to ``out_dir``.
 
@@ -382,7 +385,8 @@ def train_classifier(
     is fine-tuned with a classification head for ``epochs`` under bf16 autocast. ``augment`` adds that share of
     the training passages again as ``disfluent`` copies (same label), so the style rate of a small model's
     word salad measures its style rather than its disfluency; the report gives the held-out scores on clean
-    passages and, under ``disfluent``, on disfluent copies of them. ``freeze_layers`` keeps the
+    passages and, under ``disfluent``, on disfluent copies of them; ``versus`` (target, group) adds
+    :func:`one_vs_group` of those two labels as ``speaker_vs_others``. ``freeze_layers`` keeps the
     embeddings and that many lower layers fixed (faster, on CPU). ``out_dir`` gets a standard
     ``save_pretrained`` folder (config with id2label, model.safetensors, tokenizer), ``metrics.json`` and
     ``confusion_matrix.png``.
@@ -496,6 +500,8 @@ def train_classifier(
         registers=_register_scores(labels, clean_train, heldout_triples, pred),
         **_scores(labels, true, pred),
     )
+    if versus is not None:
+        report.speaker_vs_others = one_vs_group(labels, report.confusion_matrix, *versus)
 
     if is_main_process():
         with atomic_folder(out) as stage:
