@@ -246,6 +246,17 @@ class Relevance:
 
 
 @dataclass(frozen=True)
+class PromptRank:
+    """Where each answer's own prompt ranks among all the evaluation prompts by MiniLM-L6 similarity to the answer:
+    the share ranked first (top-1), in the first five, and the mean reciprocal rank. Register cannot game it."""
+
+    top1: float
+    top5: float
+    mrr: float
+    n: int
+
+
+@dataclass(frozen=True)
 class Length:
     """Words per answer."""
 
@@ -256,22 +267,26 @@ class Length:
 
 @dataclass(frozen=True)
 class AnswerStats:
-    """One side's answers: relevance, length and repetition (distinct-n)."""
+    """One side's answers: relevance, length, repetition (distinct-n) and prompt rank."""
 
     relevance: Relevance
     length: Length
     distinct_1: float
     distinct_2: float
+    prompt_rank: PromptRank | None = None  # None: evaluated before hubstyle measured prompt rank
 
 
 @dataclass(frozen=True)
 class AnswersFacts:
-    """Relevance and fluency of the base's and the tuned model's answers to the style-rate prompts."""
+    """Relevance and fluency of the base's and the tuned model's answers to the style-rate prompts, and of random
+    held-out text of the style in their place (``reference``: the register without an answer)."""
 
     base: AnswerStats
     tuned: AnswerStats
     encoder: str
     relevance_ratio: float | None = None
+    reference: AnswerStats | None = None  # None: no style text at hand, or evaluated before hubstyle measured it
+    prompt_rank_ratio: float | None = None  # tuned top-1 / base top-1; None when the base's top-1 is 0
 
 
 @dataclass(frozen=True)

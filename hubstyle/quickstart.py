@@ -76,12 +76,9 @@ def quickstart(
         r = rate[side]
         log(f"style rate ({side}): {r['rate']:.1%} of {r['n']} {what_gen} judged '{rate['target']}' "
             f"(95% CI {r['low']:.1%}-{r['high']:.1%})")
-    answers = m.get("answers")
-    if answers:
-        for side in ("base", "tuned"):
-            a = answers[side]
-            rel = a["relevance"]
-            log(f"relevance ({side}): {rel['mean']:.3f} (95% CI {rel['low']:.3f}-{rel['high']:.3f}), "
-                f"{rel['below_floor']:.0%} under {rel['floor']}; {a['length']['mean_words']:.1f} words an answer, "
-                f"distinct-2 {a['distinct_2']:.2f}")
+    if m.get("answers"):
+        from hubstyle.evaluate.answers import answer_lines
+
+        for line in answer_lines(m["answers"]):  # base, tuned and random real text: cosine and prompt rank
+            log(line)
     return result

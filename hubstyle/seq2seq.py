@@ -274,6 +274,7 @@ def evaluate_seq2seq(
     from hubstyle.evaluate.demo_table import demo_table
     from hubstyle.evaluate.generation import decoding_settings, generate_side_by_side
     from hubstyle.evaluate.perplexity import perplexity
+    from hubstyle.evaluate.run import reference_texts
     from hubstyle.evaluate.style_rate import GENERATIONS_FILE, STYLE_RATE_PLOT, compare_style_rates
     from hubstyle.models import load_adapters, load_base, load_tokenizer
 
@@ -302,6 +303,7 @@ def evaluate_seq2seq(
         "heldout_loss": losses,
         "perplexity": {part: {side: perplexity(v) for side, v in sides.items()} for part, sides in losses.items()},
         "style_rate": rates,
-        "answers": compare_answers(prompts, base_answers, tuned_answers),
+        "answers": compare_answers(prompts, base_answers, tuned_answers,
+                                   reference_answers=reference_texts(style_texts, len(prompts), seed=seed)),
         "demo_table": table,
     }

@@ -72,16 +72,19 @@ def fake_metrics(base_model: str) -> dict:
                        "decoding": {"max_new_tokens": 48, "do_sample": False, "temperature": 1.0, "top_p": 0.95,
                                     "seed": 0},
                        "base": rate(0.06, 0.0206, 0.1622, 3, 50), "tuned": rate(0.74, 0.6035, 0.8413, 37, 50)},
-        "answers": {"base": answers(0.577, 0.542, 0.61, 0.08, 36.6, 0.67),
-                    "tuned": answers(0.27, 0.238, 0.301, 0.44, 16.5, 0.66),
-                    "relevance_ratio": 0.4679, "encoder": "/opt/models/all-MiniLM-L6-v2"},
+        "answers": {"base": answers(0.577, 0.542, 0.61, 0.08, 36.6, 0.67, rank=(0.62, 0.7112)),
+                    "tuned": answers(0.27, 0.238, 0.301, 0.44, 16.5, 0.66, rank=(0.38, 0.5046)),
+                    "reference": answers(0.118, 0.097, 0.139, 0.86, 24.1, 0.81, rank=(0.04, 0.0931)),
+                    "relevance_ratio": 0.4679, "prompt_rank_ratio": 0.6129, "encoder": "/opt/models/all-MiniLM-L6-v2"},
         "demo_table": "demo_table.json",
     }
 
 
-def answers(mean: float, low: float, high: float, below: float, words: float, distinct_2: float) -> dict:
-    """One side of metrics.json's ``answers`` section."""
+def answers(mean: float, low: float, high: float, below: float, words: float, distinct_2: float, *,
+            rank: tuple[float, float]) -> dict:
+    """One side of metrics.json's ``answers`` section; ``rank`` is its prompt rank's (top-1, MRR)."""
     return {"relevance": {"mean": mean, "low": low, "high": high, "below_floor": below, "floor": 0.2, "n": 50},
+            "prompt_rank": {"top1": rank[0], "top5": min(1.0, 2 * rank[0]), "mrr": rank[1], "n": 50},
             "length": {"mean_words": words, "median_words": words, "empty": 0.0},
             "distinct_1": 0.4, "distinct_2": distinct_2}
 
@@ -210,16 +213,24 @@ def test_adapter_card_metadata_model_index_and_sections(tmp_path):
     assert {(r.metric_type, r.dataset_type, r.dataset_config, r.dataset_split): r.metric_value for r in results} == {
         ("style_rate", "unknown", None, None): 0.74,
         ("relevance", "unknown", None, None): 0.27,
+        ("prompt_rank_top1", "unknown", None, None): 0.38,
+        ("prompt_rank_mrr", "unknown", None, None): 0.5046,
         ("perplexity", "karpathy/tiny_shakespeare", None, "test"): 66.686,
         ("perplexity", "Salesforce/wikitext", "wikitext-2-v1", "validation"): 81.451,
     }
-    base_figures = {0.06, 0.0206, 0.1622, 99.484, 73.7, 0.577, 0.542, 0.61}
+    base_figures = {0.06, 0.0206, 0.1622, 99.484, 73.7, 0.577, 0.542, 0.61, 0.62, 0.7112}
+    reference_figures = {0.118, 0.097, 0.139, 0.04, 0.0931}  # random real text: the card's table, not the index
+    assert not (base_figures | reference_figures) & {r.metric_value for r in results}
     assert not base_figures & {r.metric_value for r in results}
     assert not any("base" in (r.metric_type + (r.metric_name or "")).lower() for r in results)
     assert not any("hubstyle-" in r.dataset_type for r in results)
     names = {r.metric_type: r.metric_name for r in results}
     assert names["style_rate"] == "Style rate: share judged 'shakespeare' (95% CI 0.60-0.84)"
     assert names["relevance"] == "Relevance: mean prompt-answer cosine, MiniLM-L6 (95% CI 0.24-0.30)"
+    assert names["prompt_rank_top1"] == ("Prompt rank top-1: share of answers whose own prompt ranks first of 50 "
+                                         "(MiniLM-L6)")
+    assert names["prompt_rank_mrr"] == ("Prompt rank MRR: mean reciprocal rank of each answer's own prompt of 50 "
+                                        "(MiniLM-L6)")
     assert {r.dataset_name for r in results if r.dataset_type == "unknown"} == {
         "50 modern prompts (hubstyle's prompts.txt)"}
 
@@ -228,7 +239,14 @@ def test_adapter_card_metadata_model_index_and_sections(tmp_path):
            "| 74% (37/50; 95% CI 60%–84%) |" in text
     assert "| Relevance: prompt-continuation similarity (95% CI); share under 0.2 | 0.577 (95% CI 0.542–0.610); " \
            "8% under 0.2 | 0.270 (95% CI 0.238–0.301); 44% under 0.2 |" in text
-    assert "| Words per continuation; distinct-2 | 36.6; 0.67 | 16.5; 0.66 |" in text
+    assert "| | base model | with this adapter | random real shakespeare text |" in text
+    assert "| Relevance: prompt-continuation similarity (95% CI); share under 0.2 | 0.577 (95% CI 0.542–0.610); " \
+           "8% under 0.2 | 0.270 (95% CI 0.238–0.301); 44% under 0.2 | 0.118 (95% CI 0.097–0.139); 86% under " \
+           "0.2 |" in text
+    assert "| Prompt rank among the 50 prompts: top-1; MRR | 62%; 0.711 | 38%; 0.505 | 4%; 0.093 |" in text
+    assert "its own prompt among all 50 prompts by that similarity" in text and "cannot game it" in text
+    assert "| Words per continuation; distinct-2 | 36.6; 0.67 | 16.5; 0.66 | 24.1; 0.81 |" in text
+    assert "| Perplexity on held-out shakespeare text (lower is better) | 99.48 | 66.69 | — |" in text
     assert "| Perplexity on held-out shakespeare text (lower is better) | 99.48 | 66.69 |" in text
     assert "| Tell me about the weather | It is sunny \\| warm. | The heavens weep,<br>my lord. |" in text
     assert 'bard = load_style("alice/shakespeare")\nprint(bard("Tell me about the weather"))' in text
@@ -289,9 +307,12 @@ def test_every_card_round_trips_through_model_card_load(tmp_path):
     assert (merged.base_model, merged.base_model_relation, merged.library_name) == (
         "alice/shakespeare-base", "merge", "transformers")
     assert {r.metric_type: r.metric_value for r in model_index_of(cards["merged"])
-            if r.dataset_type != "Salesforce/wikitext"} == {"style_rate": 0.74, "relevance": 0.27, "perplexity": 66.686}
+            if r.dataset_type != "Salesforce/wikitext"} == {"style_rate": 0.74, "relevance": 0.27, "perplexity": 66.686,
+                                                            "prompt_rank_top1": 0.38, "prompt_rank_mrr": 0.5046}
     assert 'AutoModelForCausalLM.from_pretrained("alice/shakespeare-merged")' in cards["merged"].text
     assert "| Relevance: prompt-continuation similarity (95% CI); share under 0.2 |" in cards["merged"].text
+    rank_row = "| Prompt rank among the 50 prompts: top-1; MRR | 62%; 0.711 | 38%; 0.505 | 4%; 0.093 |"
+    assert rank_row in cards["merged"].text
 
     clf = cards["classifier"].data
     assert (clf.pipeline_tag, clf.library_name, clf.base_model) == (
@@ -317,7 +338,7 @@ def test_every_card_round_trips_through_model_card_load(tmp_path):
     "fact",
     ["style_rate.tuned.low", "perplexity.generic.base", "classifier.confusion_matrix", "training.hyperparameters",
      "data.styles", "run.hubstyle_version", "pretrain.val_loss", "classifier.per_class.modern.recall",
-     "answers.tuned.relevance.mean", "run.base_weights"],
+     "answers.tuned.relevance.mean", "answers.tuned.prompt_rank.mrr", "run.base_weights"],
 )
 def test_a_missing_fact_is_a_one_line_error_naming_it(fact):
     metrics = fake_metrics("alice/shakespeare-base")
@@ -339,6 +360,27 @@ def test_a_section_the_run_did_not_record_is_an_error_naming_the_step():
             card(facts_of(partial), IDS, DEMO)
     with pytest.raises(HubstyleError, match=r"have no 'pretrain', which the base card's pretraining section needs"):
         base_card(facts_of({k: v for k, v in metrics.items() if k != "pretrain"}), IDS, {"model_type": "gpt2"})
+
+
+def test_facts_and_cards_of_a_run_evaluated_before_prompt_rank(tmp_path):
+    """An older run_facts.json (no prompt rank, no reference) still loads; its card says what was not measured."""
+    from hubstyle.facts import load_facts
+
+    layout = RunLayout(tmp_path)
+    write_facts(layout, fake_facts("alice/shakespeare-base"))
+    data = json.loads(layout.facts.read_text())
+    for side in ("base", "tuned"):
+        del data["answers"][side]["prompt_rank"]
+    del data["answers"]["reference"], data["answers"]["prompt_rank_ratio"]
+    layout.facts.write_text(json.dumps(data))
+    facts = load_facts(tmp_path)
+    assert facts.answers.tuned.prompt_rank is None and facts.answers.reference is None
+    assert facts.answers.prompt_rank_ratio is None and facts.answers.tuned.relevance.mean == 0.27
+
+    card = adapter_card(facts, IDS, DEMO)
+    assert "| Prompt rank among the 50 prompts: top-1; MRR | not measured | not measured | not measured |" in card.text
+    assert "| 0.270 (95% CI 0.238–0.301); 44% under 0.2 | not measured |" in card.text
+    assert {r.metric_type for r in model_index_of(card)} == {"style_rate", "relevance", "perplexity"}
 
 
 def test_run_facts_round_trip_and_refuse_what_they_do_not_know(tmp_path):

@@ -295,6 +295,10 @@ def test_evaluate_run(tiny_base, adapter_dir, plain, tuned, tok, texts, data_dir
     assert rates["tuned"] == style_rate(KeywordClassifier(), [t for _, t in pairs], "shakespeare")
     answers = result["answers"]  # relevance and fluency of the same answers the style rate judged
     assert answers["base"]["relevance"]["n"] == len(PROMPTS) and 0 <= answers["tuned"]["distinct_2"] <= 1
+    # prompt rank on every side, and random held-out style texts (drawn with the evaluation seed) as the reference
+    assert {side: answers[side]["prompt_rank"]["n"] for side in ("base", "tuned", "reference")} == dict.fromkeys(
+        ("base", "tuned", "reference"), len(PROMPTS))
+    assert "prompt_rank_ratio" in answers
     assert result["demo_table"] == demo_table(tuned, tok, PROMPTS[:2], "style", 6, min_new_tokens=6, top_p=0.95)
     assert all(row["base"] and row["tuned"] for row in result["demo_table"]["rows"])
     assert (tmp_path / "eval" / "style_rate.png").read_bytes()[:4] == b"\x89PNG"

@@ -219,6 +219,8 @@ def _check_model_index(run_dir: Path, card) -> None:
     assert values == {
         ("style_rate", "unknown", None): round(facts.style_rate.tuned.rate, 4),
         ("relevance", "unknown", None): round(facts.answers.tuned.relevance.mean, 4),
+        ("prompt_rank_top1", "unknown", None): round(facts.answers.tuned.prompt_rank.top1, 4),
+        ("prompt_rank_mrr", "unknown", None): round(facts.answers.tuned.prompt_rank.mrr, 4),
         ("perplexity", "karpathy/tiny_shakespeare", "test"): round(facts.perplexity.style.tuned, 4),
         ("perplexity", "Salesforce/wikitext", "validation"): round(facts.perplexity.generic.tuned, 4),
     }

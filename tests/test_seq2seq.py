@@ -275,6 +275,7 @@ def test_round_trip_train_evaluate_card_push_load(tiny_t5, tiny_base, hub_env, t
     assert rate["target"] == "bard" and rate["n_prompts"] == 3 and "chat" not in rate["decoding"]
     answers = metrics["answers"]
     assert set(answers) >= {"base", "tuned", "encoder"} and answers["tuned"]["relevance"]["n"] == 3
+    assert answers["reference"]["prompt_rank"]["n"] == 3  # the held-out replies, drawn as the reference
     loss = metrics["heldout_loss"]
     assert loss["style"]["tuned"] < loss["style"]["base"]  # the replies it trained on got likelier
     assert set(loss["generic"]) == {"base", "tuned"} and metrics["perplexity"]["style"]["tuned"] > 1

@@ -3,18 +3,22 @@
 A style rate alone rewards an adapter that answers every prompt with the same archaic line. Two cheap checks
 catch that: ``relevance`` (cosine similarity of prompt and answer embeddings from the MiniLM-L6 sentence encoder,
 mean-pooled and L2-normalised as all-MiniLM-L6-v2 is meant to be used) and corpus-level ``distinct_n`` (a model
-that repeats itself has few unique n-grams). ``compare_answers`` gives both for the base and the tuned answers,
-as plain JSON data for the ``answers`` section of metrics.json.
+that repeats itself has few unique n-grams). A cosine still rewards register: ``prompt_ranks`` asks instead where
+each answer's own prompt ranks among all the evaluation prompts, which only the answer's topic decides.
+``compare_answers`` gives all of them for the base and the tuned answers, and for random real text of the style in
+their place (the reference a tuned model is read against), as plain JSON data for the ``answers`` section of
+metrics.json.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import random
 import re
 import statistics
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from hubstyle.errors import HubstyleError
 
@@ -22,6 +26,7 @@ MAX_LENGTH = 256  # all-MiniLM-L6-v2 was trained on 256-token inputs; longer ans
 RELEVANCE_FLOOR = 0.2
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _DIGITS = 4
+ANSWER_SIDES = {"base": "base", "tuned": "tuned", "reference": "random real text"}  # log names of the sides
 
 
 @dataclass
@@ -112,6 +117,47 @@ def relevance(
     return scores
 
 
+def prompt_ranks(
+    prompts: Sequence[str], answers: Sequence[str], *, encoder: Encoder | None = None, batch_size: int = 32,
+    candidates: Sequence[str] | None = None,
+) -> list[int]:
+    """Return, for each answer, the 1-based rank of its own prompt among all prompts by MiniLM similarity to it.
+
+    Register cannot game it: an archaic answer is as far from every modern prompt, so only its topic picks its
+    prompt out. ``candidates`` (default: ``prompts``) are the texts ranked; answer ``i``'s own is ``candidates[i]``.
+    Ties count against the answer (its prompt ranks below every prompt scoring the same); an empty answer ranks
+    last.
+    """
+    _check_pairs(prompts, answers)
+    candidates = list(prompts if candidates is None else candidates)
+    if len(candidates) < len(answers):
+        raise HubstyleError(f"got {len(candidates)} candidate prompts for {len(answers)} answers; give at least one each")
+    if not answers:
+        return []
+    encoder = encoder or load_encoder()
+    keep = [i for i, a in enumerate(answers) if a.strip()]
+    ranks = [len(candidates)] * len(answers)
+    if not keep:
+        return ranks
+    cand = _embed(encoder, candidates, batch_size)
+    ans = _embed(encoder, [answers[i] for i in keep], batch_size)
+    sims = ans @ cand.T
+    for row, i in enumerate(keep):
+        own = sims[row, i]
+        ranks[i] = int((sims[row] >= own).sum())
+    return ranks
+
+
+def rank_stats(ranks: Sequence[int]) -> dict[str, Any]:
+    """Return ``{top1, top5, mrr, n}`` of prompt ranks: the share ranked first, in the first five, and the mean
+    reciprocal rank (plain JSON, rounded to 4 places)."""
+    if not ranks:
+        raise HubstyleError("no ranks to summarise; score at least one answer")
+    n = len(ranks)
+    return {"top1": _round(sum(r == 1 for r in ranks) / n), "top5": _round(sum(r <= 5 for r in ranks) / n),
+            "mrr": _round(sum(1.0 / r for r in ranks) / n), "n": n}
+
+
 def distinct_n(texts: Sequence[str], n: int) -> float:
     """Return the corpus-level distinct-n of ``texts``: unique n-grams / all n-grams (0.0 when there are none).
 
@@ -174,11 +220,13 @@ def answer_stats(
     prompts: Sequence[str], answers: Sequence[str], *, encoder: Encoder, floor: float = RELEVANCE_FLOOR,
     batch_size: int = 32,
 ) -> dict[str, Any]:
-    """Return one side's answer statistics: ``relevance``, ``length``, ``distinct_1``, ``distinct_2`` (plain JSON).
+    """Return one side's answer statistics: ``relevance``, ``prompt_rank``, ``length``, ``distinct_1``,
+    ``distinct_2`` (plain JSON).
 
     ``relevance`` is ``{mean, low, high, below_floor, floor, n}``: the mean prompt-answer similarity with its 95%
     bootstrap interval and the share of answers below ``floor`` (empty answers count as 0.0, so below any positive
-    floor). ``length`` is ``{mean_words, median_words, empty}``, words split on whitespace, ``empty`` the share of
+    floor). ``prompt_rank`` is ``rank_stats`` of ``prompt_ranks`` (each answer's own prompt among all ``prompts``).
+    ``length`` is ``{mean_words, median_words, empty}``, words split on whitespace, ``empty`` the share of
     empty answers. Floats are rounded to 4 places.
     """
     _check_pairs(prompts, answers)
@@ -194,6 +242,7 @@ def answer_stats(
             "mean": _round(mean), "low": _round(low), "high": _round(high),
             "below_floor": _round(sum(s < floor for s in sims) / len(sims)), "floor": float(floor), "n": len(sims),
         },
+        "prompt_rank": rank_stats(prompt_ranks(prompts, answers, encoder=encoder, batch_size=batch_size)),
         "length": {
             "mean_words": _round(statistics.fmean(words)),
             "median_words": _round(statistics.median(words)),
@@ -204,24 +253,69 @@ def answer_stats(
     }
 
 
+def draw_reference(texts: Sequence[str], n: int, *, seed: int) -> list[str] | None:
+    """Return ``n`` of the non-empty ``texts`` drawn with ``random.Random(seed)``, or None when none is non-empty.
+
+    Real text of the style in place of the answers: what relevance and prompt rank read for text that has the
+    register but was written to no prompt. Drawn without replacement, with replacement only when ``texts`` has
+    fewer than ``n``.
+    """
+    _check_texts(texts, "texts")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise HubstyleError(f"n is how many texts to draw and must be a whole number from 0, got {n!r}")
+    pool = [t for t in texts if t.strip()]
+    if not pool:
+        return None
+    rng = random.Random(seed)
+    return rng.sample(pool, n) if len(pool) >= n else rng.choices(pool, k=n)
+
+
+def _ratio(tuned: float, base: float) -> float | None:
+    """Return ``tuned / base`` rounded, or None when ``base`` is 0 or below (where a ratio says nothing)."""
+    ratio = tuned / base if base > 0 else None
+    return None if ratio is None or not math.isfinite(ratio) else _round(ratio)
+
+
 def compare_answers(
     prompts: Sequence[str], base_answers: Sequence[str], tuned_answers: Sequence[str], *,
-    encoder: Encoder | None = None, floor: float = RELEVANCE_FLOOR, batch_size: int = 32,
+    reference_answers: Sequence[str] | None = None, encoder: Encoder | None = None, floor: float = RELEVANCE_FLOOR,
+    batch_size: int = 32,
 ) -> dict[str, Any]:
-    """Return ``{"base", "tuned", "relevance_ratio", "encoder"}``: ``answer_stats`` of each side, as plain JSON.
+    """Return ``{"base", "tuned", "reference", "relevance_ratio", "prompt_rank_ratio", "encoder"}`` as plain JSON.
 
-    ``relevance_ratio`` is tuned mean relevance / base mean relevance (None when the base mean is 0 or below,
-    where a ratio says nothing); ``encoder`` names the sentence encoder (its folder or Hub id). One encoder
-    (``load_encoder()`` when not given) embeds both sides.
+    ``base`` and ``tuned`` are ``answer_stats`` of each side's answers; ``reference`` is the same for
+    ``reference_answers`` (real text of the style, one per prompt, e.g. from ``draw_reference``), None when not
+    given. ``relevance_ratio`` is tuned mean relevance / base mean relevance, ``prompt_rank_ratio`` tuned prompt-rank
+    top-1 / base top-1 (each None when the base figure is 0 or below, where a ratio says nothing); ``encoder`` names
+    the sentence encoder (its folder or Hub id). One encoder (``load_encoder()`` when not given) embeds every side.
     """
     _check_pairs(prompts, base_answers)
     _check_pairs(prompts, tuned_answers)
+    if reference_answers is not None:
+        _check_pairs(prompts, reference_answers)
+    given = {"base": base_answers, "tuned": tuned_answers, "reference": reference_answers}
     encoder = encoder or load_encoder()
     sides = {
-        side: answer_stats(prompts, answers, encoder=encoder, floor=floor, batch_size=batch_size)
-        for side, answers in (("base", base_answers), ("tuned", tuned_answers))
+        side: None if answers is None else answer_stats(prompts, answers, encoder=encoder, floor=floor,
+                                                        batch_size=batch_size)
+        for side, answers in given.items()
     }
-    base_mean = sides["base"]["relevance"]["mean"]
-    ratio = sides["tuned"]["relevance"]["mean"] / base_mean if base_mean > 0 else None
-    return {**sides, "relevance_ratio": None if ratio is None or not math.isfinite(ratio) else _round(ratio),
+    base, tuned = sides["base"], sides["tuned"]
+    return {**sides, "relevance_ratio": _ratio(tuned["relevance"]["mean"], base["relevance"]["mean"]),
+            "prompt_rank_ratio": _ratio(tuned["prompt_rank"]["top1"], base["prompt_rank"]["top1"]),
             "encoder": encoder.name}
+
+
+def answer_lines(answers: Mapping[str, Any]) -> list[str]:
+    """Return one log line per side of ``compare_answers``' result: relevance, prompt rank, length, distinct-2."""
+    lines = []
+    for side, name in ANSWER_SIDES.items():
+        a = answers.get(side)
+        if a is None:
+            continue
+        rel, rank = a["relevance"], a.get("prompt_rank")
+        ranked = f"; prompt rank top-1 {rank['top1']:.0%}, MRR {rank['mrr']:.3f}" if rank else ""
+        lines.append(f"relevance ({name}): {rel['mean']:.3f} (95% CI {rel['low']:.3f}-{rel['high']:.3f}), "
+                     f"{rel['below_floor']:.0%} under {rel['floor']}{ranked}; {a['length']['mean_words']:.1f} words "
+                     f"an answer, distinct-2 {a['distinct_2']:.2f}")
+    return lines

@@ -6,7 +6,9 @@ adapter on top, and every base-side number comes from the same weights with the 
 model (methods ``full`` and ``freeze_attention``) the base and the tuned model are loaded side by side and each
 scores the same blocks and decodes the same prompts with the same settings and seed. The result is the
 ``heldout_loss``, ``perplexity``, ``style_rate`` and ``answers`` sections of metrics.json plus the demo table;
-``style_rate.png`` and ``generations.jsonl`` are written here, the caller writes the rest.
+``style_rate.png`` and ``generations.jsonl`` are written here, the caller writes the rest. The ``answers``
+section also reads random held-out style texts (drawn with the evaluation seed) in place of the answers: the
+reference the tuned model's relevance and prompt rank are read against.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from hubstyle.evaluate.answers import compare_answers
+from hubstyle.evaluate.answers import compare_answers, draw_reference
 from hubstyle.evaluate.demo_table import pair_demo_table
 from hubstyle.evaluate.generation import decoding_settings
 from hubstyle.evaluate.pair import load_pair
@@ -31,6 +33,14 @@ def _classifier(classifier):
     from hubstyle.evaluate.classifier import load_classifier
 
     return load_classifier(classifier)
+
+
+def reference_texts(style_texts: Sequence, n: int, *, seed: int) -> list[str] | None:
+    """Return ``n`` held-out texts of the style drawn with ``seed`` (a conversation's trained assistant turns), or
+    None when there is no style text."""
+    from hubstyle.dataset import sample_text
+
+    return draw_reference([sample_text(t) for t in style_texts], n, seed=seed)
 
 
 def evaluate_run(
@@ -114,8 +124,10 @@ def evaluate_run(
     stages.update(1)
 
     stages.set_postfix_str("relevance")
-    # style alone rewards one archaic line for every prompt: relevance, length and repetition sit next to it
-    answers = compare_answers(prompts, [b for b, _ in pairs], [t for _, t in pairs])
+    # style alone rewards one archaic line for every prompt: relevance, length and repetition sit next to it, and
+    # the same figures for random held-out text of the style, which has the register but answers no prompt
+    answers = compare_answers(prompts, [b for b, _ in pairs], [t for _, t in pairs],
+                              reference_answers=reference_texts(style_texts, len(prompts), seed=seed))
     stages.update(1)
 
     stages.set_postfix_str("demo table")
