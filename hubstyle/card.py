@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from hubstyle.export import ExportReport
 
 CARD_TEMPLATES = {"adapter": "adapter.md", "merged": "merged.md", "classifier": "classifier.md", "base": "base.md",
-                  "gguf": "gguf.md", "full": "full.md"}
+                  "gguf": "gguf.md", "full": "full.md", "restyler": "restyler.md", "distilled": "distilled.md"}
 # Methods that train the whole model: no adapter; the trained model itself is published (in the merged repo).
 WHOLE_MODEL_METHODS = {"full": "full fine-tune", "freeze_attention": "freeze-attention fine-tune"}
 TEMPLATES_PACKAGE = "hubstyle.model_cards"  # where a wheel ships model_cards/ (see card_template)
@@ -48,6 +48,7 @@ INSTALL_COMMAND = f'pip install "hubstyle @ git+{REPOSITORY_URL}"'
 UNKNOWN_DATASET = "unknown"  # model-index dataset type of data no Hub dataset holds (setfit's convention)
 DEFAULT_LICENSE = "mit"
 DEFAULT_LANGUAGE = "en"
+NOT_MEASURED = "not measured"  # a figure the run's evaluation did not record (older hubstyle, no style text)
 TINY_PARAMS = 100_000_000  # below this the card warns that continuations are imitations, not coherent text
 
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
@@ -572,8 +573,13 @@ def _results(facts: RunFacts, card: str) -> dict[str, Any]:
         "relevance_base": _relevance_text(answers.base),
         "relevance_tuned": _relevance_text(answers.tuned),
         "relevance_floor": f"{floor:g}",
+        "relevance_reference": _or_not_measured(_relevance_text, answers.reference),
+        "rank_base": _rank_text(answers.base),
+        "rank_tuned": _rank_text(answers.tuned),
+        "rank_reference": _or_not_measured(_rank_text, answers.reference),
         "fluency_base": _fluency_text(answers.base),
         "fluency_tuned": _fluency_text(answers.tuned),
+        "fluency_reference": _or_not_measured(_fluency_text, answers.reference),
         "ppl_style": rows[0],
         "ppl_generic": rows[1],
         "generic_corpus": facts.data.generic.source,
@@ -593,8 +599,18 @@ def _fluency_text(stats) -> str:
     return f"{stats.length.mean_words:.1f}; {stats.distinct_2:.2f}"
 
 
+def _rank_text(stats) -> str:
+    r = stats.prompt_rank
+    return NOT_MEASURED if r is None else f"{r.top1:.0%}; {r.mrr:.3f}"
+
+
+def _or_not_measured(text, stats) -> str:
+    """Return ``text(stats)``, or the words for a figure the run did not measure (evaluated by an older hubstyle)."""
+    return NOT_MEASURED if stats is None else text(stats)
+
+
 def _lm_eval_results(facts: RunFacts, card: str) -> list:
-    """Return the model-index: this model's style rate and relevance on the prompt set, and its held-out
+    """Return the model-index: this model's style rate, relevance and prompt rank on the prompt set, and its held-out
     perplexities on corpora that are Hub datasets (the base model's figures stay in the card's text)."""
     from huggingface_hub import EvalResult
 
@@ -608,7 +624,7 @@ def _lm_eval_results(facts: RunFacts, card: str) -> list:
         dataset_type=UNKNOWN_DATASET,  # hubstyle's own prompt set is no Hub dataset
         dataset_name=f"{rate.n_prompts} modern prompts ({rate.prompt_set})",
     )
-    tuned, relevance = rate.tuned, answers.tuned.relevance
+    tuned, relevance, rank = rate.tuned, answers.tuned.relevance, answers.tuned.prompt_rank
     results = [
         EvalResult(**prompts, metric_type="style_rate",
                    metric_name=f"Style rate: share judged '{rate.target}' (95% CI {tuned.low:.2f}-{tuned.high:.2f})",
@@ -618,6 +634,18 @@ def _lm_eval_results(facts: RunFacts, card: str) -> list:
                                f"{relevance.high:.2f})",
                    metric_value=_round(relevance.mean)),
     ]
+    if rank is not None:  # runs evaluated before hubstyle measured prompt rank have none to list
+        n = rate.n_prompts
+        results += [
+            EvalResult(**prompts, metric_type="prompt_rank_top1",
+                       metric_name=f"Prompt rank top-1: share of answers whose own prompt ranks first of {n} "
+                                   "(MiniLM-L6)",
+                       metric_value=_round(rank.top1)),
+            EvalResult(**prompts, metric_type="prompt_rank_mrr",
+                       metric_name=f"Prompt rank MRR: mean reciprocal rank of each answer's own prompt of {n} "
+                                   "(MiniLM-L6)",
+                       metric_value=_round(rank.mrr)),
+        ]
     for corpora, split, value in (
         (facts.style_corpora(), facts.data.style_split, ppl.style.tuned),
         ([facts.data.generic], facts.data.generic_split, ppl.generic.tuned),

@@ -202,6 +202,50 @@ def _name_value_pairs(option: str, items: list[str]) -> dict[str, str]:
     return pairs
 
 
+@app.command()
+def restyle(
+    text: Optional[str] = typer.Argument(None, help="Text to rewrite; omit it to read --file or standard input."),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="Restyler folder or Hub repo (default: the shipped one)."),
+    file: Optional[Path] = typer.Option(None, "--file", help="Rewrite this UTF-8 text file instead."),
+) -> None:
+    """Rewrite plain text in the style (default: Shakespeare's English), sentence by sentence, lines kept."""
+    from hubstyle.restyle.model import load_restyler
+
+    if text is not None and file is not None:
+        raise HubstyleError("give the text or --file, not both")
+    if file is not None:
+        if not file.is_file():
+            raise HubstyleError(f"--file '{file}' not found")
+        text = file.read_text(encoding="utf-8")
+    elif text is None:
+        if sys.stdin.isatty():
+            raise HubstyleError("no text: give it as an argument, with --file, or on standard input")
+        text = sys.stdin.read()
+    if not text.strip():
+        raise HubstyleError("the text is empty; give some words to rewrite")
+    typer.echo(load_restyler(adapter).restyle(text.rstrip("\n")))
+
+
+restyler_app = typer.Typer(help="Restylers: adapters that rewrite plain text in a style, learnt from parallel pairs.",
+                           no_args_is_help=True)
+app.add_typer(restyler_app, name="restyler")
+
+
+@restyler_app.command("build")
+def restyler_build(
+    config: Path = typer.Argument(..., help="Restyler config (YAML), e.g. data/configs/restyler.yaml."),
+    resume: bool = typer.Option(False, "--resume", help="Continue training from the newest checkpoint."),
+    ship: Optional[Path] = typer.Option(None, "--ship", help="Also copy the repo folder here (hubstyle/shipped/restyler)."),
+) -> None:
+    """Train a restyler on parallel pairs, judge it on the held-out play, and write its repo folder with a card."""
+    from hubstyle.restyle.build import load_restyler_config
+    from hubstyle.restyle.run import build_restyler
+
+    cfg = load_restyler_config(config)
+    build_restyler(cfg, resume=resume, ship=ship, log=typer.echo)
+    typer.echo(f"restyler repo folder: {cfg.out / 'publish' / 'restyler'}")
+
+
 classifier_app = typer.Typer(help="The style classifier that measures style rate.", no_args_is_help=True)
 space_app = typer.Typer(help="The Gradio Space: base vs tuned side by side.", no_args_is_help=True)
 app.add_typer(classifier_app, name="classifier")

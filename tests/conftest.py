@@ -79,3 +79,11 @@ def run_cli(monkeypatch, capsys):
         return code, out, err
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_base(tmp_path_factory, data_dir) -> Path:
+    """A random-init 2-layer Llama with a ChatML template (SmolLM2's shape in miniature), built once per session."""
+    from tests.tiny import make_tiny_chat_base
+
+    return make_tiny_chat_base(tmp_path_factory.mktemp("tiny_chat_base"))

@@ -23,6 +23,7 @@ from hubstyle.data.clean import (
     shakespeare_blocks,
     wikitext_blocks,
 )
+from hubstyle.data.parallel import detokenize
 from hubstyle.errors import HubstyleError
 
 DATA_DIR_ENV = "HUBSTYLE_DATA_DIR"
@@ -81,6 +82,11 @@ class NamedCorpus:
     hub_config: str | None = None  # that dataset's config, when it has several
 
 
+def nltk_lines(text: str) -> list[str]:
+    """Return each non-empty line of an NLTK-tokenised file, detokenised (a parallel corpus read as plain text)."""
+    return [detokenize(line) for line in text.split("\n") if line.strip()]
+
+
 NAMED_CORPORA: dict[str, NamedCorpus] = {
     "shakespeare": NamedCorpus(
         name="shakespeare",
@@ -126,6 +132,25 @@ NAMED_CORPORA: dict[str, NamedCorpus] = {
         cleaner=milton_blocks,
         description="Milton's Paradise Lost (Project Gutenberg plboss10): one block per verse paragraph",
         hint="it has no stable plain-text URL, so HUBSTYLE_DATA_DIR must hold milton/paradise_lost.txt",
+    ),
+    "shakespeare-modern": NamedCorpus(
+        name="shakespeare-modern",
+        files=tuple(
+            CorpusFile(
+                f"shakespeare-modern/train.{side}.nltktok",
+                "https://raw.githubusercontent.com/harsh19/Shakespearizing-Modern-English/"
+                f"e2669eadf12b59573847ac725ce6ce685eff528d/data/train.{side}.nltktok",
+                sha,
+            )
+            for side, sha in (
+                ("modern", "ff73ae895942fd2e45115a04365dc3ee85fc45dded4a49377c10a4b71adab7e8"),
+                ("original", "50949f40c99e6892fae0965287c24d457588fcf34f677852f3b80ecb9dbdd295"),
+            )
+        ),
+        cleaner=nltk_lines,
+        description="modern English / Shakespeare line pairs (Xu et al. 2012; the train split of Jhamtani et al. "
+                    "2017, harsh19/Shakespearizing-Modern-English): research data, no licence stated; the modern "
+                    "side was written for study guides (SparkNotes, eNotes)",
     ),
     "chatterbot": NamedCorpus(
         name="chatterbot",

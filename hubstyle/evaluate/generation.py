@@ -65,13 +65,15 @@ def decoding_settings(
     return settings
 
 
-def as_chat_prompts(prompts: list[str], tokenizer, chat: str | None) -> list[str]:
-    """Return the prompts as the model reads them: each a user's turn rendered for ``chat``, or unchanged (None)."""
+def as_chat_prompts(prompts: list[str], tokenizer, chat: str | None, system: str | None = None) -> list[str]:
+    """Return the prompts as the model reads them: each a user's turn rendered for ``chat`` (after a ``system``
+    turn when given), or unchanged (None)."""
     if chat is None:
         return prompts
     from hubstyle.chat import render_prompt
 
-    return [render_prompt([{"role": "user", "content": p}], tokenizer, chat) for p in prompts]
+    head = [{"role": "system", "content": system}] if system else []
+    return [render_prompt([*head, {"role": "user", "content": p}], tokenizer, chat) for p in prompts]
 
 
 def _generate_kwargs(
@@ -127,6 +129,7 @@ def _run(
     bf16: bool,
     desc: str,
     chat: str | None = None,
+    system: str | None = None,
 ) -> list[list[str]]:
     """Return, per prompt, its continuations: [text] for one model, [base, tuned] when ``adapter`` is given."""
     from tqdm.auto import tqdm
@@ -137,7 +140,7 @@ def _run(
     )
     if chat is not None:  # an answer ends at the end of its turn; the rendered prompt already holds its specials
         kwargs["eos_token_id"] = tokenizer.eos_token_id
-    prompts = as_chat_prompts(prompts, tokenizer, chat)
+    prompts = as_chat_prompts(prompts, tokenizer, chat, system)
     special = chat is None
     dev = next(model.parameters()).device
     copies = 2 if adapter is not None else 1
@@ -214,12 +217,15 @@ def generate(
     min_new_tokens: int | None = None,
     bf16: bool = False,
     chat: str | None = None,
+    system: str | None = None,
+    desc: str = "generating",
 ) -> list[str]:
-    """Return one continuation per prompt from ``model`` as it is (for a PeftModel: its active adapter)."""
+    """Return one continuation per prompt from ``model`` as it is (for a PeftModel: its active adapter); with
+    ``chat``, each prompt is a user's turn after the ``system`` turn, when given."""
     prompts = check_prompts(prompts)
     rows = _run(
         model, tokenizer, prompts, adapter=None, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
         do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size, bf16=bf16,
-        desc="generating", chat=chat,
+        desc=desc, chat=chat, system=system,
     )
     return [row[0] for row in rows]

@@ -1,0 +1,105 @@
+"""One command builds a restyler end to end, and resumes: train -> line-level style classifier -> evaluation on the
+held-out play -> repo folder (bf16 weights, card). ``hubstyle restyler build CONFIG [--resume] [--ship DIR]``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from hubstyle.layout import RunLayout
+from hubstyle.restyle.build import RESTYLER_FACTS, RestylerConfig, RestylerData, restyler_data, train_restyler
+
+RESTYLER_PUBLISH = "restyler"  # DIR/publish/restyler: the repo folder
+PLAIN_REGISTER = "plain sides of the pairs"  # a register of the classifier's modern class
+
+
+TRAINING_KEYS = ("base_model", "style", "instruction", "pairs", "training")  # what the adapter's weights depend on
+
+
+def trained_adapter(cfg: RestylerConfig) -> Path | None:
+    """Return the adapter folder when it was trained with ``cfg``'s training keys (so the build skips training)."""
+    facts_path = RunLayout(cfg.out).adapter / RESTYLER_FACTS
+    if not facts_path.is_file():
+        return None
+    made = json.loads(facts_path.read_text(encoding="utf-8")).get("config") or {}
+    now = json.loads(json.dumps(asdict(cfg), default=str))
+    return facts_path.parent if all(made.get(k) == now[k] for k in TRAINING_KEYS) else None
+
+
+def line_classifier(cfg: RestylerConfig, data: RestylerData, log: Callable[[str], None] = print) -> Path:
+    """Return the folder of a style classifier that judges single lines (passages of 6-40 words), trained once per
+    build folder: the styled sides of the training pairs (and the style's named corpus, if there is one) against
+    modern English, whose registers include the plain sides of the pairs, so it judges the register, not the topic.
+    Neither class sees the held-out play."""
+    from hubstyle.data import load_corpus
+    from hubstyle.data.sources import NAMED_CORPORA
+    from hubstyle.data.splits import split_blocks
+    from hubstyle.dataset import generic_splits, sample_text
+    from hubstyle.evaluate.classifier import train_classifier
+    from hubstyle.restyle.evaluate import LINE_PASSAGES
+
+    if cfg.classifier.path:
+        return Path(cfg.classifier.path)
+    out = RunLayout(cfg.out).classifier
+    if (out / "config.json").is_file():
+        return out
+    style_train = [p.target for p in data.train]
+    style_heldout = [p.target for p in data.validation]
+    if cfg.style in NAMED_CORPORA:
+        corpus = split_blocks([sample_text(b) for b in load_corpus(cfg.style).blocks], validation=0.05, test=0.05, seed=0)
+        style_train, style_heldout = style_train + corpus.train, style_heldout + corpus.test
+    registers = {name: generic_splits(name) if name == "wikitext" else
+                 split_blocks([sample_text(b) for b in load_corpus(name).blocks], validation=0.2, test=0.0, seed=0)
+                 for name in cfg.classifier.other_corpora}
+    other = cfg.classifier.other_label
+    train = {cfg.style: style_train, other: {**{n: s.train for n, s in registers.items()},
+                                             PLAIN_REGISTER: [p.source for p in data.train]}}
+    heldout = {cfg.style: style_heldout, other: {**{n: s.validation for n, s in registers.items()},
+                                                 PLAIN_REGISTER: [p.source for p in data.validation]}}
+    log("training the line-level style classifier ...")
+    report = train_classifier(train, heldout, out_dir=out, backbone=cfg.classifier.backbone,
+                              epochs=cfg.classifier.epochs, max_per_class=cfg.classifier.max_per_class,
+                              learning_rate=cfg.classifier.learning_rate, seed=0, **LINE_PASSAGES)
+    log(f"line classifier: macro-F1 {report.macro_f1:.3f} on held-out passages of "
+        f"{LINE_PASSAGES['min_words']}-{LINE_PASSAGES['max_words']} words")
+    return out
+
+
+def build_restyler(cfg: RestylerConfig, *, resume: bool = False, ship: Path | None = None,
+                   log: Callable[[str], None] = print) -> dict:
+    """Return the restyler's evaluation after training (unless already trained with this config), judging and
+    publishing it under ``cfg.output_dir``; ``ship`` also copies the repo folder there (the packaged copy)."""
+    import shutil
+
+    from hubstyle.evaluate.classifier import load_classifier
+    from hubstyle.fsio import atomic_folder
+    from hubstyle.restyle.evaluate import evaluate_restyler
+    from hubstyle.restyle.model import load_restyler
+    from hubstyle.restyle.publish import RESTYLER_EVAL, publish_restyler
+
+    layout = RunLayout(cfg.out)
+    adapter = trained_adapter(cfg)
+    if adapter is None:
+        adapter = train_restyler(cfg, resume=resume, log=log)
+    else:
+        log(f"restyler already trained with this config: {adapter}")
+    data = restyler_data(cfg)
+    classifier = load_classifier(line_classifier(cfg, data, log))
+    restyler = load_restyler(adapter)
+    log(f"evaluating on {min(cfg.eval_lines, len(data.held_out))} held-out lines ...")
+    evaluation = evaluate_restyler(restyler, data.held_out, classifier=classifier, style=cfg.style,
+                                   lines=cfg.eval_lines)
+    layout.evaluation.mkdir(parents=True, exist_ok=True)
+    (layout.evaluation / RESTYLER_EVAL).write_text(json.dumps(evaluation, indent=2), encoding="utf-8")
+    r, c = evaluation["restyler"], evaluation["copy"]
+    log(f"held-out {evaluation['lines']} lines: BLEU {r['bleu']} (copy {c['bleu']}), chrF {r['chrf']} (copy "
+        f"{c['chrf']}), judged in style {r['style_rate']:.1%} (copy {c['style_rate']:.1%}, Shakespeare "
+        f"{evaluation['reference']['style_rate']:.1%}), source ranked first {r['source_rank']['top1']:.1%}")
+    folder = publish_restyler(adapter, evaluation, layout.root / "publish" / RESTYLER_PUBLISH)
+    if ship is not None:
+        with atomic_folder(Path(ship)) as stage:
+            shutil.copytree(folder, stage, dirs_exist_ok=True)
+        log(f"shipped the restyler to {ship}")
+    return evaluation

@@ -1,0 +1,117 @@
+"""Parallel pairs, the held-out play, and a restyler built end to end on a tiny chat model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hubstyle.data.parallel import Pair, changed, detokenize, held_out_split, read_pairs
+from hubstyle.errors import HubstyleError
+from hubstyle.restyle.model import split_sentences
+
+
+@pytest.mark.parametrize("raw, clean", [
+    ("I 'll go , sir .", "I'll go, sir."),
+    ("Thou ca n't ; I wo n't !", "Thou can't; I won't!"),
+    ("What 's this ( a dagger ) ?", "What's this (a dagger)?"),
+    ("He said `` go '' .", 'He said " go ".'),
+    ("Madam , he's well .", "Madam, he's well."),
+])
+def test_detokenize_undoes_nltk_spacing(raw, clean):
+    assert detokenize(raw) == clean
+
+
+def test_pairs_from_two_aligned_files_and_jsonl(tmp_path):
+    (tmp_path / "a.txt").write_text("You are here.\nGo away.\n", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("Thou art here.\nBegone.\n", encoding="utf-8")
+    pairs = read_pairs(tmp_path / "a.txt", tmp_path / "b.txt")
+    assert pairs == [Pair("You are here.", "Thou art here.", 1), Pair("Go away.", "Begone.", 2)]
+    rows = [{"source": "You are here.", "target": "Thou art here."}, {"prompt": "Go away.", "completion": "Begone."}]
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    assert [(p.source, p.target) for p in read_pairs(tmp_path / "p.jsonl")] == [(p.source, p.target) for p in pairs]
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"a.txt": "one\ntwo\n", "b.txt": "one\n"}, "same number of lines"),
+    ({"p.jsonl": '{"source": "x"}\n'}, "needs 'source' and 'target'"),
+    ({"p.jsonl": "{not json\n"}, "not valid JSON"),
+    ({"p.txt": "x\n"}, "give a .jsonl file"),
+])
+def test_bad_parallel_data_is_one_line(tmp_path, files, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    names = [tmp_path / n for n in files]
+    with pytest.raises(HubstyleError, match=message) as err:
+        read_pairs(*names)
+    assert "\n" not in str(err.value)
+
+
+def test_shakespeare_modern_holds_out_the_tempest_whole(data_dir):
+    pairs = read_pairs("shakespeare-modern")
+    assert len(pairs) == 14_294
+    assert pairs[0] == Pair("I have half a mind to hit you before you speak again.",
+                            "I have a mind to strike thee ere thou speak'st.", 1)
+    train, tempest = held_out_split(pairs, "tempest")
+    assert len(tempest) == 958 and len(train) == 14_294 - 958
+    assert tempest[0].target == "I should know that voice." and tempest[0].line == 13_337
+    assert not {p.target for p in tempest if len(p.target) > 40} & {p.target for p in train}  # long lines don't leak
+    assert sum(not changed(p) for p in pairs) > 800  # the pairs a build drops as teaching copying
+
+
+def test_held_out_play_found_in_the_canonical_order_too():
+    """In the 18,395-line files the play sits between others: it is found by its first and last lines."""
+    from hubstyle.data.parallel import HELD_OUT_PLAYS
+
+    play = HELD_OUT_PLAYS["tempest"]
+    block = [Pair("a", detokenize(play.first)), Pair("b", "middle"), Pair("c", detokenize(play.last))]
+    pairs = [Pair("x", "before")] + block + [Pair("y", "after")]
+    train, held = held_out_split(pairs, "tempest")
+    assert held == block and [p.target for p in train] == ["before", "after"]
+    with pytest.raises(HubstyleError, match="not in these pairs"):
+        held_out_split(pairs[:2], "tempest")
+
+
+def test_split_sentences_keeps_abbreviations_and_quotes():
+    assert split_sentences('Hello there. How are you? I said "fine." Then Mr. Smith left!') == [
+        "Hello there.", "How are you?", 'I said "fine."', "Then Mr. Smith left!"]
+    assert split_sentences("no end mark") == ["no end mark"]
+
+
+def test_restyler_builds_evaluates_publishes_and_rewrites(tmp_path, data_dir, tiny_chat_base, run_cli):
+    from hubstyle.config import ClassifierConfig, TrainingConfig
+    from hubstyle.restyle.build import ParallelConfig, RestylerConfig
+    from hubstyle.restyle.model import load_restyler
+    from hubstyle.restyle.run import build_restyler
+
+    cfg = RestylerConfig(
+        base_model=str(tiny_chat_base), output_dir=str(tmp_path / "r"),
+        pairs=ParallelConfig(max_pairs=48, validation_pairs=8),
+        training=TrainingConfig(max_steps=3, cutoff_len=128, batch_size=2, learning_rate=3e-3, lora_rank=4,
+                                eval_every=3, checkpoint_every=2),
+        classifier=ClassifierConfig(max_per_class=16), eval_lines=6, max_new_tokens=8,
+    )
+    evaluation = build_restyler(cfg, log=lambda _: None)
+    assert evaluation["lines"] == 6
+    for side in ("restyler", "copy", "reference"):
+        assert 0.0 <= evaluation[side]["style_rate"] <= 1.0 and 0 < evaluation[side]["source_rank"]["mrr"] <= 1
+    assert evaluation["copy"]["unchanged"] == 1.0 and evaluation["reference"]["bleu"] == 100.0
+    folder = tmp_path / "r" / "publish" / "restyler"
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert "The Tempest" in card and "licence is not stated" in card and "copy baseline" in card
+    config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    assert config["base_model_name_or_path"] == str(tiny_chat_base)
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "adapter_model.safetensors"), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.bfloat16"}
+    # a second build reuses the trained adapter (same training keys) and gives the same scores
+    again = build_restyler(cfg, log=lambda _: None)
+    assert again["restyler"]["bleu"] == evaluation["restyler"]["bleu"]
+    restyler = load_restyler(folder)
+    out = restyler.restyle("You are here. Go away now!\nHello.", max_new_tokens=6)
+    assert isinstance(out, str) and out.count("\n") == 1
+    code, stdout, _ = run_cli("restyle", "--adapter", str(folder), "Where are you going?")
+    assert code == 0 and stdout.strip()
+    code, _, stderr = run_cli("restyle", "--adapter", str(tmp_path), "hi")
+    assert code != 0 and "not a restyler" in stderr
