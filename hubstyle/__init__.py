@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_style": "hubstyle.loading",
     "load_shakespearean": "hubstyle.loading",
+    "load_restyler": "hubstyle.restyle.model",
     "run": "hubstyle.pipeline",
     "quickstart": "hubstyle.quickstart",
     "load_config": "hubstyle.config",

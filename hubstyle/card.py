@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 
     from hubstyle.export import ExportReport
 
-CARD_TEMPLATES = {"adapter": "adapter.md", "merged": "merged.md", "classifier": "classifier.md", "base": "base.md",
-                  "gguf": "gguf.md", "full": "full.md", "restyler": "restyler.md", "distilled": "distilled.md"}
+CARD_TEMPLATES = {kind: f"{kind}.md" for kind in ("adapter", "merged", "classifier", "base", "gguf", "full", "restyler",
+                                                  "distilled", "dataset")}  # dataset: hubstyle.dataset_repo
 # Methods that train the whole model: no adapter; the trained model itself is published (in the merged repo).
 WHOLE_MODEL_METHODS = {"full": "full fine-tune", "freeze_attention": "freeze-attention fine-tune"}
 TEMPLATES_PACKAGE = "hubstyle.model_cards"  # where a wheel ships model_cards/ (see card_template)
@@ -73,14 +73,14 @@ class RepoIds:
     language: str = DEFAULT_LANGUAGE
     datasets: tuple[str, ...] = ()
     gguf: str | None = None  # the GGUF repo (llama.cpp / Ollama files of the merged model)
+    dataset: str | None = None  # the run's own training set as a dataset repo; None: not published (cards omit it)
 
     def __post_init__(self) -> None:
-        for role in ("adapter", "merged", "classifier", "space"):
-            check_repo_id(getattr(self, role), f"RepoIds.{role}")
+        for role in ("adapter", "merged", "classifier", "space", "gguf", "dataset"):  # the last two may be None
+            if getattr(self, role) is not None or role not in ("gguf", "dataset"):
+                check_repo_id(getattr(self, role), f"RepoIds.{role}")
         if self.base is not None:  # may name a model hubstyle did not make, e.g. the legacy Hub id 'gpt2'
             check_repo_id(self.base, "RepoIds.base", namespace_required=False)
-        if self.gguf is not None:
-            check_repo_id(self.gguf, "RepoIds.gguf")
         for role in ("license", "language"):
             if not getattr(self, role):
                 raise HubstyleError(f"RepoIds.{role} is empty; give e.g. license='mit', language='en'")
@@ -549,9 +549,9 @@ def _weights_note(facts: RunFacts) -> str:
 
 
 def _datasets(facts: RunFacts, ids: RepoIds) -> list[str] | None:
-    """Return the Hub datasets the run trained on (RepoIds.datasets when given), or None when none has a Hub id."""
-    found = list(ids.datasets) or [d.hub_id for d in facts.data.corpora if d.hub_id]
-    return list(dict.fromkeys(found)) or None
+    """Return the Hub datasets the run trained on: RepoIds.datasets (else the corpora's), then RepoIds.dataset."""
+    found = (list(ids.datasets) or [d.hub_id for d in facts.data.corpora if d.hub_id]) + [ids.dataset]
+    return list(dict.fromkeys(filter(None, found))) or None
 
 
 def _results(facts: RunFacts, card: str) -> dict[str, Any]:

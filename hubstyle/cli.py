@@ -235,7 +235,7 @@ app.add_typer(restyler_app, name="restyler")
 def restyler_build(
     config: Path = typer.Argument(..., help="Restyler config (YAML), e.g. data/configs/restyler.yaml."),
     resume: bool = typer.Option(False, "--resume", help="Continue training from the newest checkpoint."),
-    ship: Optional[Path] = typer.Option(None, "--ship", help="Also copy the repo folder here (hubstyle/shipped/restyler)."),
+    ship: Optional[Path] = typer.Option(None, "--ship", help="Also copy both repo folders here as restyler/ and distilled/ (hubstyle/shipped)."),
 ) -> None:
     """Train a restyler on parallel pairs, judge it on the held-out play, and write its repo folder with a card."""
     from hubstyle.restyle.build import load_restyler_config
@@ -347,7 +347,8 @@ def card(
 def push(
     run_dir: Path = typer.Argument(..., help="A run folder (with metrics.json)."),
     repo_id: str = typer.Option(..., "--repo-id", help="OWNER/NAME of the adapter repo; others get suffixes."),
-    what: str = typer.Option("all", help="adapter, merged, classifier, gguf, space, base, or all (comma-separated)."),
+    what: str = typer.Option("all", help="adapter, merged, classifier, gguf, space, base, dataset (the training set), "
+                                         "or all (comma-separated)."),
     private: bool = typer.Option(False, "--private", help="Create the repos private."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would change and the card; touch nothing."),
     tag: Optional[str] = typer.Option(None, help="Tag every pushed repo with this name (e.g. the release)."),

@@ -30,9 +30,15 @@ class CorpusConfig:
     column: str | None = None  # text column for csv/jsonl/HF datasets
     split: str = "train"  # HF dataset split
     format: str = "auto"  # auto | text | messages | prompt_completion (auto: a .jsonl's first row decides)
+    max_samples: int | None = None  # at most this many training samples, evenly spaced (held-out parts stay whole)
+    # generated text (a distilled chat set): it trains the adapter but never judges or measures it, so it stays out
+    # of the style classifier, the held-out splits and the perplexities
+    synthetic: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("corpora[].format", self.format, CORPUS_FORMATS)
+        if self.max_samples is not None:
+            _check_range("corpora[].max_samples", self.max_samples, low=1)
 
     @property
     def label(self) -> str:
@@ -266,7 +272,7 @@ class PushConfig:
 
     repo_id: str | None = None  # OWNER/NAME of the adapter repo; None: build the publish folders, push nothing
     private: bool = False
-    what: list[str] = field(default_factory=lambda: ["all"])  # adapter, merged, classifier, gguf, space, base or all
+    what: list[str] = field(default_factory=lambda: ["all"])  # adapter, merged, classifier, gguf, space, base, dataset or all
     tag: str | None = None  # tag every pushed repo with it (the publish workflow gives the release tag)
 
     def __post_init__(self) -> None:
@@ -309,7 +315,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not self.corpora:
             raise HubstyleError("corpora is empty; list at least one style corpus (e.g. '- source: shakespeare')")
-        labels = [c.label for c in self.corpora]
+        labels = [c.label for c in self.corpora if not c.synthetic]  # a generated set joins a real style by its name
         dupes = sorted({x for x in labels if labels.count(x) > 1})
         if dupes:
             raise HubstyleError(f"corpora share the style name {dupes[0]!r}; give each a distinct 'name'")

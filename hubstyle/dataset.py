@@ -55,35 +55,56 @@ def generic_splits(source: str, seed: int = 0, n_segments: int = SplitConfig().s
                         n_segments=n_segments)
 
 
-def style_blocks(cfg: RunConfig) -> dict[str, list[str | Conversation]]:
-    """Return each configured corpus's samples, keyed by style label: its blocks, chat rows, or dialogue samples
-    (conversations when ``dialogue.mode`` is 'chat', `Name: line` context + response texts when 'text')."""
+def style_blocks(cfg: RunConfig, *, synthetic: bool = False) -> dict[str, list[str | Conversation]]:
+    """Return each style label's samples (of the real corpora; ``synthetic``: of the generated ones): its corpora's
+    blocks, chat rows, or dialogue samples (conversations when ``dialogue.mode`` is 'chat', `Name: line` context + response texts when 'text'). The dialogue section applies
+    to scripts; chat corpora (messages, prompt/completion) are samples already and join as they are. Corpora with
+    the same label are one style, in config order."""
     out: dict[str, list[str | Conversation]] = {}
     mode = cfg.dialogue.mode
     for corpus_cfg in cfg.corpora:
+        if corpus_cfg.synthetic != synthetic:
+            continue
         corpus = load_corpus(corpus_cfg.source, name=corpus_cfg.label, column=corpus_cfg.column, split=corpus_cfg.split,
                              format=corpus_cfg.format)
         is_chat = any(isinstance(b, Conversation) for b in corpus.blocks)
-        if mode and is_chat:
+        if mode and is_chat and len(cfg.corpora) == 1:
             raise HubstyleError(
                 f"corpus {corpus_cfg.source!r} is already chat samples; dialogue extraction is for scripts: "
                 "remove the dialogue section or give a script"
             )
         d = cfg.dialogue
-        if mode == "chat":
+        if is_chat or not mode:
+            samples = corpus.blocks
+        elif mode == "chat":
             samples = dialogue_conversations(corpus.text(), d.speaker, d.rounds, d.keep_narration, d.format, d.aliases)
             if d.prompts == "questions":
                 samples = question_prompts(samples, cfg.split.seed, min_words=d.min_answer_words or MIN_ANSWER_WORDS)
             elif d.min_answer_words:
                 samples = long_answers(samples, d.min_answer_words)
-            out[corpus_cfg.label] = samples
-        elif mode == "text":
-            samples = extract_dialogue(corpus.text(), d.speaker, rounds=d.rounds, keep_narration=d.keep_narration,
-                                       format=d.format, aliases=d.aliases)
-            out[corpus_cfg.label] = [s.text() for s in samples]
         else:
-            out[corpus_cfg.label] = corpus.blocks
+            samples = [s.text() for s in extract_dialogue(corpus.text(), d.speaker, rounds=d.rounds,
+                                                          keep_narration=d.keep_narration, format=d.format,
+                                                          aliases=d.aliases)]
+        # a real corpus is capped on its training side only (build_style_data); a generated one here
+        out.setdefault(corpus_cfg.label, []).extend(evenly_spaced(samples, corpus_cfg.max_samples) if synthetic
+                                                    else samples)
     return out
+
+
+def training_cap(cfg: RunConfig, label: str) -> int | None:
+    """Return how many training samples a style's real corpora give at most (their ``max_samples`` added up), or
+    None when any of them gives all: held-out splits and the classifier still read the whole corpus."""
+    caps = [c.max_samples for c in cfg.corpora if c.label == label and not c.synthetic]
+    return None if not caps or None in caps else sum(caps)
+
+
+def evenly_spaced(items: list, n: int | None) -> list:
+    """Return ``n`` items spread evenly over ``items``, in order (all of them when ``n`` is None or no smaller)."""
+    if n is None or len(items) <= n:
+        return list(items)
+    step = len(items) / n
+    return [items[int(i * step)] for i in range(n)]
 
 
 def sample_text(item: str | Conversation) -> str:
@@ -105,7 +126,14 @@ def build_style_data(
         )
         for label, blocks in (blocks or style_blocks(cfg)).items()
     }
-    train = {label: s.train for label, s in splits.items()}
+    # generated samples join the training side only: every held-out or judged text stays real
+    generated = style_blocks(cfg, synthetic=True) if any(c.synthetic for c in cfg.corpora) else {}
+    unknown = sorted(set(generated) - set(splits))
+    if unknown:
+        raise HubstyleError(f"synthetic corpus labelled {unknown[0]!r} has no real corpus of that style beside it; "
+                            "give it the name of a real corpus's style")
+    train = {label: evenly_spaced(s.train, training_cap(cfg, label)) + generated.get(label, [])
+             for label, s in splits.items()}
     mix_report = None
     if len(train) > 1 and cfg.mix.balance:
         train, report = balance_by_tokens(train, count_tokens, target_tokens=cfg.mix.target_tokens)

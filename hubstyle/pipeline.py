@@ -22,6 +22,7 @@ from hubstyle.fsio import atomic_folder, atomic_write, is_main_process
 from hubstyle.layout import RunLayout
 from hubstyle.models import check_cutoff, is_seq2seq, remote_code, remote_code_allowed
 from hubstyle.pretrain import PRETRAIN_REPORT, BigramBaseline, pretrain_base
+from hubstyle.samples import write_samples
 from hubstyle.train import TrainReport, train
 
 METRICS_SCHEMA = "hubstyle.metrics/1"
@@ -166,6 +167,8 @@ def _run(cfg: RunConfig, *, resume: bool, log) -> RunResult:
     check_run(cfg, resolved, chat=any(isinstance(b, Conversation) for samples in blocks.values() for b in samples))
     count_tokens = count_tokens_with(resolved.path, cfg.chat.template) if resolved else None
     layout = RunLayout(cfg.out)
+    if main:  # the training set as the run built it: `hubstyle push --what dataset` publishes it
+        write_samples(layout.data, blocks)
     base, pretrain_facts = ensure_base(cfg, layout, log) if resolved is None else (resolved.path, None)
     data: StyleData = build_style_data(cfg, count_tokens or count_tokens_with(base, cfg.chat.template), blocks)
     report = train_style(cfg, layout, base, data, resume=resume, log=log)

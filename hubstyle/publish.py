@@ -38,7 +38,7 @@ PUBLISHABLE = ("base", "adapter", "merged", "classifier", "gguf")  # gguf after 
 README = "README.md"  # the card, as the Hub names it
 # The adapter is the run's headline artifact, so it gets the plain name: owner/shakespeare.
 REPO_SUFFIXES = {"adapter": "", "merged": "-merged", "classifier": "-classifier", "base": "-base", "space": "-space",
-                 "gguf": "-GGUF"}  # -GGUF: the Hub's convention for llama.cpp files
+                 "gguf": "-GGUF", "dataset": "-data"}  # -GGUF: the Hub's convention for llama.cpp files
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 TOKENIZER_FILES = frozenset({"tokenizer.json", "vocab.json", "merges.txt", "tokenizer.model", "spiece.model"})
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})  # never published (STYLE: no pickles)
@@ -56,9 +56,11 @@ def default_repo_ids(
     license: str = "mit",
     language: str = "en",
     datasets: Sequence[str] = (),
+    with_dataset: bool = False,
 ) -> RepoIds:
     """Return the repo ids of run ``name`` under ``owner``: adapter ``owner/name``, then ``-merged``, ``-classifier``,
-    ``-space`` and, when the run pretrained its own base, ``-base`` (else ``base`` is None: the run's Hub base)."""
+    ``-space``, ``-GGUF``, when the run pretrained its own base ``-base`` (else ``base`` is None: the run's Hub base)
+    and, ``with_dataset`` (its training set is published: the cards cite it), the dataset repo ``-data``."""
     if not owner or "/" in owner or not name or "/" in name:
         raise HubstyleError(f"owner '{owner}' and name '{name}' must be single words like 'alice' and 'shakespeare'")
     ids = {role: check_repo_id(f"{owner}/{name}{suffix}", f"{role} repo id") for role, suffix in REPO_SUFFIXES.items()}
@@ -72,6 +74,7 @@ def default_repo_ids(
         license=license,
         language=language,
         datasets=tuple(datasets),
+        dataset=ids["dataset"] if with_dataset else None,
     )
 
 

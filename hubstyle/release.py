@@ -1,16 +1,21 @@
-"""A run folder -> ready-to-push repo folders (base, adapter, merged, classifier, Space) -> the Hub."""
+"""A run folder -> ready-to-push repo folders (base, training set, adapter, merged, classifier, GGUF, Space) -> Hub."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from hubstyle.errors import HubstyleError
 from hubstyle.layout import RunLayout
 
-RELEASE_KINDS = ("base", "adapter", "merged", "classifier", "gguf", "space")
+if TYPE_CHECKING:
+    from hubstyle.card import RepoIds
+
+# The training set (dataset) goes before the model repos whose cards cite it.
+RELEASE_KINDS = ("base", "dataset", "adapter", "merged", "classifier", "gguf", "space")
+REPO_TYPES = {"dataset": "dataset", "space": "space"}  # every other part is a model repo
 SPACE_EMOJI = "🎭"
 
 
@@ -32,29 +37,30 @@ def prepare_release(
     Parts the run has nothing for (a full fine-tune: no adapter, no Space) are skipped, each with one logged line;
     asking only for such parts is an error.
     """
+    from hubstyle.dataset_repo import build_dataset_folder
     from hubstyle.facts import load_facts
-    from hubstyle.publish import build_publish_folders, default_repo_ids, local_base_folder
+    from hubstyle.publish import build_publish_folders
     from hubstyle.space_folder import build_space_folder
 
     unknown = [w for w in what if w not in RELEASE_KINDS]
     if unknown:
         raise HubstyleError(f"unknown release part '{unknown[0]}'; choose from {', '.join(RELEASE_KINDS)} or 'all'")
-    owner, _, name = repo_id.partition("/")
     layout = RunLayout(Path(run_dir))
     facts = load_facts(layout.root)
-    skipped = {kind: why for kind, why in skipped_parts(facts.training.method, facts.training.task_type).items()
-               if kind in what}
+    skipped = {kind: why for kind, why in _skipped(layout).items() if kind in what}
     if skipped and all(kind in skipped for kind in what):
         raise HubstyleError(f"nothing to build: {'; '.join(f'{k}: {why}' for k, why in skipped.items())}")
     for kind, why in skipped.items():
         log(f"skipping {kind}: {why}")
     what = [kind for kind in what if kind not in skipped]
-    base_is_local = local_base_folder(layout, facts.run.base_model) is not None
-    ids = default_repo_ids(owner, name, base_is_local)
-    model_kinds = [k for k in what if k != "space" and (k != "base" or base_is_local)]
+    ids, base_is_local = _repo_ids(layout, repo_id, what)
+    model_kinds = [k for k in what if k not in ("space", "dataset") and (k != "base" or base_is_local)]
     folders = build_publish_folders(layout.root, ids, what=model_kinds)
+    if "dataset" in what:
+        folders["dataset"] = build_dataset_folder(layout.root, ids)
     out = [
-        ReleaseFolder(kind, folders[kind], getattr(ids, kind), "model") for kind in RELEASE_KINDS if kind in folders
+        ReleaseFolder(kind, folders[kind], getattr(ids, kind), REPO_TYPES.get(kind, "model"))
+        for kind in RELEASE_KINDS if kind in folders
     ]
     if "space" in what:
         style = facts.run.style
@@ -100,24 +106,42 @@ def push_release(
 
 def built_release(run_dir: str | Path, repo_id: str, what: Sequence[str] = RELEASE_KINDS) -> list[ReleaseFolder]:
     """Return the release folders an earlier `prepare_release(run_dir, repo_id, what)` built, without rebuilding."""
-    from hubstyle.facts import load_facts
-    from hubstyle.publish import default_repo_ids, local_base_folder
-
-    owner, _, name = repo_id.partition("/")
     layout = RunLayout(Path(run_dir))
-    base_is_local = local_base_folder(layout, load_facts(layout.root).run.base_model) is not None
-    ids = default_repo_ids(owner, name, base_is_local)
+    skipped = _skipped(layout)
+    what = [kind for kind in what if kind not in skipped]
+    ids, base_is_local = _repo_ids(layout, repo_id, what)
     parts = []
-    training = load_facts(layout.root).training
-    skipped = skipped_parts(training.method, training.task_type)
     for kind in RELEASE_KINDS:
-        if kind not in what or (kind == "base" and not base_is_local) or kind in skipped:
+        if kind not in what or (kind == "base" and not base_is_local):
             continue
         folder = layout.publish / kind
         if not (folder / "README.md").is_file():
             raise HubstyleError(f"'{folder}' has no README.md card; build the publish folders first (hubstyle card)")
-        parts.append(ReleaseFolder(kind, folder, getattr(ids, kind), "space" if kind == "space" else "model"))
+        parts.append(ReleaseFolder(kind, folder, getattr(ids, kind), REPO_TYPES.get(kind, "model")))
     return parts
+
+
+def _skipped(layout: RunLayout) -> dict[str, str]:
+    """Return {part: why} of the release parts this run has nothing for (:func:`skipped_parts`, and the dataset repo
+    when the run wrote no training set)."""
+    from hubstyle.dataset_repo import missing_training_set
+    from hubstyle.facts import load_facts
+
+    training = load_facts(layout.root).training
+    skipped = skipped_parts(training.method, training.task_type)
+    no_data = missing_training_set(layout.root)
+    return skipped | ({"dataset": no_data} if no_data else {})
+
+
+def _repo_ids(layout: RunLayout, repo_id: str, what: Sequence[str]) -> tuple["RepoIds", bool]:
+    """Return (RepoIds, whether the base is local) of a release of ``what`` to adapter repo ``repo_id``: the dataset
+    repo is named (and the cards cite it) only when the release holds it."""
+    from hubstyle.facts import load_facts
+    from hubstyle.publish import default_repo_ids, local_base_folder
+
+    owner, _, name = repo_id.partition("/")
+    base_is_local = local_base_folder(layout, load_facts(layout.root).run.base_model) is not None
+    return default_repo_ids(owner, name, base_is_local, with_dataset="dataset" in what), base_is_local
 
 
 def push_parts(

@@ -42,6 +42,7 @@ from hubstyle.manifest import (
     source_files,
     write_manifest,
 )
+from hubstyle.samples import read_samples, write_samples
 
 STAGES = ("data", "base", "train", "evaluate", "publish", "push")
 READS = {"data": (), "base": (), "train": ("data", "base"), "evaluate": ("train",), "publish": ("evaluate",),
@@ -430,40 +431,6 @@ def _is_chat(blocks: dict[str, list]) -> bool:
     from hubstyle.data import Conversation
 
     return any(isinstance(b, Conversation) for samples in blocks.values() for b in samples)
-
-
-def write_samples(folder: Path, blocks: dict[str, list]) -> Path:
-    """Return ``folder`` after writing each style's samples into its samples.jsonl (atomically, in order)."""
-    from hubstyle.fsio import atomic_folder
-
-    with atomic_folder(folder) as stage:
-        with open(stage / SAMPLES, "w", encoding="utf-8") as f:
-            for label, samples in blocks.items():
-                for sample in samples:
-                    row = ({"style": label, "text": sample} if isinstance(sample, str)
-                           else {"style": label, "messages": sample.messages, "loss_on": sample.loss_on})
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return folder
-
-
-def read_samples(folder: Path, labels: list[str]) -> dict[str, list]:
-    """Return {style: samples} as `write_samples` wrote them (plain texts, or Conversations)."""
-    from hubstyle.data import Conversation
-
-    path = folder / SAMPLES
-    if not path.is_file():
-        raise HubstyleError(f"'{path}' is missing; run the data stage again (hubstyle run CONFIG --from data)")
-    blocks: dict[str, list] = {label: [] for label in labels}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            row = json.loads(line)
-            if row.get("style") not in blocks:
-                raise HubstyleError(f"'{path}' line {number} has style {row.get('style')!r}, which the config does "
-                                    "not name; run the data stage again (--from data)")
-            where = f"{path} line {number}"
-            sample = row["text"] if "text" in row else Conversation(row["messages"], row["loss_on"], where)
-            blocks[row["style"]].append(sample)
-    return blocks
 
 
 def load_train_report(folder: Path):

@@ -87,3 +87,33 @@ def tiny_chat_base(tmp_path_factory, data_dir) -> Path:
     from tests.tiny import make_tiny_chat_base
 
     return make_tiny_chat_base(tmp_path_factory.mktemp("tiny_chat_base"))
+
+
+def _tiny_restyler_config(out, base):
+    from hubstyle.config import ClassifierConfig, TrainingConfig
+    from hubstyle.restyle.build import ParallelConfig, RestylerConfig
+    from hubstyle.restyle.distill import DistillConfig
+
+    return RestylerConfig(
+        base_model=str(base), output_dir=str(out),
+        pairs=ParallelConfig(max_pairs=48, validation_pairs=8),
+        training=TrainingConfig(max_steps=3, cutoff_len=128, batch_size=2, learning_rate=3e-3, lora_rank=4,
+                                eval_every=3, checkpoint_every=2),
+        classifier=ClassifierConfig(max_per_class=16), eval_lines=6, max_new_tokens=8,
+        distill=DistillConfig(enabled=False),
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tmp_path_factory, data_dir, tiny_chat_base):
+    """(config, evaluation) of a restyler built end to end on the tiny chat base (3 steps, 48 pairs)."""
+    from hubstyle.restyle.run import build_restyler
+
+    cfg = _tiny_restyler_config(tmp_path_factory.mktemp("restyler") / "r", tiny_chat_base)
+    return cfg, build_restyler(cfg, log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def tiny_restyler(tiny_build):
+    """The tiny restyler's published folder."""
+    return tiny_build[0].out / "publish" / "restyler"

@@ -86,11 +86,14 @@ def test_missing_and_binary_config_files(tmp_path):
 def test_every_example_config_loads():
     """The configs README and the issues point users at (character, qlora-7b, seq2seq, ...) are valid as shipped."""
     from hubstyle.config import load_config
+    from hubstyle.restyle.build import load_restyler_config
 
     folder = Path(__file__).resolve().parents[1] / "data" / "configs"
     configs = sorted(folder.glob("*.yaml"))
-    assert {"character.yaml", "qlora-7b.yaml", "seq2seq.yaml"} <= {p.name for p in configs}
-    loaded = {p.stem: load_config(p) for p in configs}
+    assert {"character.yaml", "qlora-7b.yaml", "seq2seq.yaml", "restyler.yaml"} <= {p.name for p in configs}
+    loaded = {p.stem: load_config(p) for p in configs if p.stem != "restyler"}  # restyler.yaml is a restyler build
+    restyler = load_restyler_config(folder / "restyler.yaml")
+    assert restyler.pairs.source == "shakespeare-modern" and restyler.pairs.held_out_play == "tempest"
     assert loaded["character"].dialogue.speaker and loaded["character"].dialogue.mode == "chat"
     q = loaded["qlora-7b"].training
     assert (q.method, q.quantization, q.gradient_checkpointing) == ("qlora", "4bit", True)

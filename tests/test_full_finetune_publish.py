@@ -255,7 +255,7 @@ def test_prepare_release_skips_what_a_full_run_has_not_once(freeze_run):
 
     said: list[str] = []
     parts = prepare_release(freeze_run, "alice/frozen", log=said.append)
-    assert [p.kind for p in parts] == ["base", "merged", "classifier", "gguf"]
+    assert [p.kind for p in parts] == ["base", "dataset", "merged", "classifier", "gguf"]
     assert [line.split(":")[0] for line in said] == ["skipping adapter", "skipping space"]
     assert all("freeze_attention" in line for line in said)
     with pytest.raises(HubstyleError, match="space: the Space runtime serves a base model with style adapters") as err:

@@ -58,3 +58,14 @@ def test_quickstart_command_runs_offline_and_prints_what_it_made(tmp_path):
     adapter_config = json.loads((publish / "adapter" / "adapter_config.json").read_text())
     assert adapter_config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert all((publish / kind / "README.md").is_file() for kind in ("adapter", "merged", "classifier", "gguf", "space"))
+
+    # the published adapter chats: a prompt is a user's turn in SmolLM2's template, the reply an answer, not more
+    # of the prompt's text
+    from hubstyle.loading import load_shakespearean
+
+    bard = load_shakespearean(publish / "adapter")
+    assert bard.chat_format == "model"
+    answer = bard("How do I ask for a pay rise?", max_new_tokens=40)
+    assert answer.strip() and "<|im" not in answer and not answer.lower().startswith("how do i ask")
+    m_answers = m["answers"]
+    assert m_answers["tuned"]["prompt_rank"]["top1"] > 0 and m_answers["reference"]["prompt_rank"]["n"] == rate["tuned"]["n"]

@@ -52,7 +52,7 @@ def test_push_then_load_by_repo_id_matches_the_local_run(tiny_run, hub_env, run_
     assert code == 0, err
     for repo in ("alice/bard", "alice/bard-merged", "alice/bard-classifier", "alice/bard-base"):
         assert hub_env.server.commits(repo), repo
-    assert hub_env.server.commits("alice/bard-space", "space")
+    assert hub_env.server.commits("alice/bard-space", "space") and hub_env.server.commits("alice/bard-data", "dataset")
 
     layout = RunLayout(tiny_run)
     tok = AutoTokenizer.from_pretrained(layout.base)
@@ -135,7 +135,7 @@ def check_model_index(run_dir) -> None:
             ("perplexity", "Salesforce/wikitext", "validation"): round(facts.perplexity.generic.tuned, 4),
         }, kind
         assert not any("base" in f"{r.metric_type} {r.metric_name}".lower() for r in results), kind
-        assert card.data.datasets == ["karpathy/tiny_shakespeare"]
+        assert card.data.datasets == ["karpathy/tiny_shakespeare", "alice/bard-data"]  # the corpus, the training set
 
 
 def check_space_folder(run_dir) -> None:

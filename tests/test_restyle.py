@@ -78,25 +78,16 @@ def test_split_sentences_keeps_abbreviations_and_quotes():
     assert split_sentences("no end mark") == ["no end mark"]
 
 
-def test_restyler_builds_evaluates_publishes_and_rewrites(tmp_path, data_dir, tiny_chat_base, run_cli):
-    from hubstyle.config import ClassifierConfig, TrainingConfig
-    from hubstyle.restyle.build import ParallelConfig, RestylerConfig
+def test_restyler_builds_evaluates_publishes_and_rewrites(tiny_build, tiny_chat_base, run_cli, tmp_path):
     from hubstyle.restyle.model import load_restyler
     from hubstyle.restyle.run import build_restyler
 
-    cfg = RestylerConfig(
-        base_model=str(tiny_chat_base), output_dir=str(tmp_path / "r"),
-        pairs=ParallelConfig(max_pairs=48, validation_pairs=8),
-        training=TrainingConfig(max_steps=3, cutoff_len=128, batch_size=2, learning_rate=3e-3, lora_rank=4,
-                                eval_every=3, checkpoint_every=2),
-        classifier=ClassifierConfig(max_per_class=16), eval_lines=6, max_new_tokens=8,
-    )
-    evaluation = build_restyler(cfg, log=lambda _: None)
+    cfg, evaluation = tiny_build
     assert evaluation["lines"] == 6
     for side in ("restyler", "copy", "reference"):
         assert 0.0 <= evaluation[side]["style_rate"] <= 1.0 and 0 < evaluation[side]["source_rank"]["mrr"] <= 1
     assert evaluation["copy"]["unchanged"] == 1.0 and evaluation["reference"]["bleu"] == 100.0
-    folder = tmp_path / "r" / "publish" / "restyler"
+    folder = cfg.out / "publish" / "restyler"
     card = (folder / "README.md").read_text(encoding="utf-8")
     assert "The Tempest" in card and "licence is not stated" in card and "copy baseline" in card
     config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
@@ -115,3 +106,71 @@ def test_restyler_builds_evaluates_publishes_and_rewrites(tmp_path, data_dir, ti
     assert code == 0 and stdout.strip()
     code, _, stderr = run_cli("restyle", "--adapter", str(tmp_path), "hi")
     assert code != 0 and "not a restyler" in stderr
+
+
+class _AllInStyle:
+    """A stand-in judge: every text is in the style (the filter under test is the topic one)."""
+
+    def predict(self, texts):
+        return ["shakespeare"] * len(texts)
+
+
+class _WordRestyler:
+    """A stand-in restyler with a real model (for the base's answers) that swaps a few words, deterministically."""
+
+    def __init__(self, restyler):
+        self.model, self.tokenizer, self.facts, self.path = restyler.model, restyler.tokenizer, restyler.facts, "stub"
+
+    def restyle(self, texts, batch_size=16):
+        return [t.replace("you", "thou").replace("You", "Thou") + " Forsooth." for t in texts]
+
+
+def _stub_answers(monkeypatch):
+    """The tiny random base answers nothing; give each question a plain answer that repeats its words."""
+    from hubstyle.restyle import distill as module
+
+    monkeypatch.setattr(module, "plain_answers",
+                        lambda model, tok, prompts, cfg: [f"{p} Yes, you can, and here is how." for p in prompts])
+
+
+def test_distilled_rows_pass_both_filters_and_a_slice_reproduces_them(tmp_path, tiny_restyler, monkeypatch):
+    from huggingface_hub import DatasetCard
+
+    from hubstyle.restyle.distill import (
+        DATASHEET_FILE, DISTILLED_FILE, DistillConfig, distill, evaluation_prompts, prompt_pool,
+    )
+    from hubstyle.restyle.model import load_restyler
+    from hubstyle.restyle.publish import publish_distilled
+
+    _stub_answers(monkeypatch)
+    restyler = _WordRestyler(load_restyler(tiny_restyler))
+    cfg = DistillConfig(max_prompts=12, max_rank=3, batch_size=4)
+    pool, leaks = prompt_pool(cfg)
+    evaluation = {p.lower() for p in evaluation_prompts(cfg.eval_prompt_files)}
+    assert not {p.lower() for _, p in pool} & evaluation and leaks["equal_to_evaluation_prompt"] >= 1
+    sheet = distill(restyler, _AllInStyle(), cfg, tmp_path / "d", style="shakespeare", log=lambda _: None)
+    rows = [json.loads(x) for x in (tmp_path / "d" / DISTILLED_FILE).read_text(encoding="utf-8").splitlines()]
+    assert sheet["counts"]["kept"] == len(rows) > 0 and all(r["prompt_rank"] <= 3 for r in rows)
+    assert sum(v for k, v in sheet["counts"].items() if k.startswith("dropped_")) + len(rows) == 12
+    assert all("Forsooth." in r["messages"][1]["content"] and r["messages"][0]["role"] == "user" for r in rows)
+    assert {r["origin"] for r in rows} == {"template", "chatterbot"}
+    # a slice of the pool from a fresh folder keeps the same rows for the same questions
+    distill(restyler, _AllInStyle(), DistillConfig(max_prompts=6, max_rank=3, batch_size=4), tmp_path / "e",
+            style="shakespeare", log=lambda _: None)
+    sliced = [json.loads(x) for x in (tmp_path / "e" / DISTILLED_FILE).read_text(encoding="utf-8").splitlines()]
+    whole = {r["messages"][0]["content"]: r["messages"][1]["content"] for r in rows}
+    assert sliced and all(whole.get(r["messages"][0]["content"], r["messages"][1]["content"]) ==
+                          r["messages"][1]["content"] for r in sliced)
+    card = publish_distilled(tmp_path / "d", tmp_path / "pub", style="shakespeare")
+    text = (card / "README.md").read_text(encoding="utf-8")
+    assert "load_dataset" in text and "licence is not stated" in text and (card / DATASHEET_FILE).is_file()
+    loaded = DatasetCard.load(card / "README.md")
+    assert loaded.data.task_categories == ["text-generation"] and loaded.data.license == "other"
+
+
+def test_restyle_refuses_empty_and_double_input(run_cli, tmp_path):
+    code, _, err = run_cli("restyle", "--file", str(tmp_path / "missing.txt"))
+    assert code != 0 and "not found" in err
+    (tmp_path / "t.txt").write_text("hi", encoding="utf-8")
+    code, _, err = run_cli("restyle", "x", "--file", str(tmp_path / "t.txt"))
+    assert code != 0 and "not both" in err

@@ -298,7 +298,7 @@ def test_round_trip_train_evaluate_card_push_load(tiny_t5, tiny_base, hub_env, t
     assert build_publish_folders(result.layout.root, ids, what=("gguf",)) == {}  # the exporter writes decoder-only
     said = []
     parts = prepare_release(result.layout.root, "alice/bard", log=said.append)  # "all", as `hubstyle run` asks
-    assert [p.kind for p in parts] == ["adapter", "merged", "classifier"]
+    assert [p.kind for p in parts] == ["dataset", "adapter", "merged", "classifier"]
     assert [line.split(":")[0] for line in said] == ["skipping gguf", "skipping space"]
     for kind, folder in built.items():
         push_folder(folder, getattr(ids, kind), commit_message=f"Add {kind}")

@@ -81,7 +81,8 @@ def test_publish_workflow_steps_publish_and_tag_the_run_on_the_loopback_hub(runn
     assert re.search(r"^  publish +run +changed: push\.repo_id", preview.output, flags=re.M), preview.output
     assert re.search(r"^  push +run +to alice/bard, tagged v0\.1\.0", preview.output, flags=re.M), preview.output
     repos = [("alice/bard", "model"), ("alice/bard-merged", "model"), ("alice/bard-classifier", "model"),
-             ("alice/bard-base", "model"), ("alice/bard-GGUF", "model"), ("alice/bard-space", "space")]
+             ("alice/bard-base", "model"), ("alice/bard-GGUF", "model"), ("alice/bard-space", "space"),
+             ("alice/bard-data", "dataset")]
     for repo_id, repo_type in repos:
         repo = hub_server.repo(repo_id, repo_type)
         assert repo is not None, (repo_id, log)

@@ -17,8 +17,9 @@ from hubstyle.config import ChatConfig, ClassifierConfig, TrainingConfig, from_d
 from hubstyle.data.chat import Conversation
 from hubstyle.data.parallel import Pair, changed, held_out_split, pairs_sha256, read_pairs
 from hubstyle.errors import HubstyleError
+from hubstyle.layout import RESTYLER_FACTS
+from hubstyle.restyle.distill import DistillConfig
 
-RESTYLER_FACTS = "restyler.json"  # in a restyler adapter folder: instruction, style, data and held-out play
 DEFAULT_INSTRUCTION = "Rewrite the text in Shakespeare's English."
 
 
@@ -46,6 +47,7 @@ class RestylerConfig:
     pairs: ParallelConfig = field(default_factory=ParallelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)  # the line-level judge (path: use one)
+    distill: DistillConfig = field(default_factory=DistillConfig)  # the on-topic chat set distilled through it
     eval_lines: int = 200  # held-out lines scored (evenly spaced over the play)
     max_new_tokens: int = 64
 

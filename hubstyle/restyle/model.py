@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hubstyle.errors import HubstyleError
-from hubstyle.restyle.build import DEFAULT_INSTRUCTION, RESTYLER_FACTS
+from hubstyle.layout import RESTYLER_FACTS
+from hubstyle.restyle.build import DEFAULT_INSTRUCTION
 
 SHIPPED_RESTYLER = Path(__file__).resolve().parent.parent / "shipped" / "restyler"
 ADAPTER_NAME = "restyler"

@@ -10,7 +10,7 @@ from typing import Any
 
 from hubstyle.errors import HubstyleError
 from hubstyle.fsio import atomic_folder
-from hubstyle.restyle.build import RESTYLER_FACTS
+from hubstyle.layout import RESTYLER_FACTS
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 RESTYLER_EVAL = "restyler_eval.json"
@@ -35,6 +35,12 @@ def bf16_weights(src: Path, dest: Path) -> None:
     tensors = load_file(str(src))
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in tensors.items()}, str(dest),
               metadata={"format": "pt"})
+
+
+def _targets_text(targets) -> str:
+    if not targets:
+        return "all linear layers"
+    return ", ".join(f"`{t}`" for t in targets) if isinstance(targets, list) else f"`{targets}`"
 
 
 def restyler_card(facts: dict, evaluation: dict, repo_id: str):
@@ -73,7 +79,7 @@ def restyler_card(facts: dict, evaluation: dict, repo_id: str):
         "lines": evaluation["lines"], "held_out_name": HELD_OUT_NAMES.get(data_facts["held_out_play"] or "", "?"),
         "held_out_pairs": data_facts["held_out_pairs"], "held_out_sha256": str(data_facts["held_out_sha256"])[:16],
         "rows": rows, "examples": examples, "instruction": facts["instruction"], "base_weights": weights,
-        "lora_rank": hp["lora_rank"], "lora_alpha": hp["lora_alpha"], "target_modules": facts.get("targets", "all linear layers"),
+        "lora_rank": hp["lora_rank"], "lora_alpha": hp["lora_alpha"], "target_modules": _targets_text(facts.get("targets")),
         "steps": training["steps"], "batch_size": hp["batch_size"], "cutoff_len": hp["cutoff_len"],
         "learning_rate": hp["learning_rate"], "train_seconds": f"{training['seconds']:.0f}",
         "tokens_per_second": f"{training['tokens_per_second']:.0f}", "machine": facts.get("machine", "?"),
@@ -96,4 +102,65 @@ def publish_restyler(adapter: Path, evaluation: dict, dest: Path, repo_id: str =
         (stage / RESTYLER_FACTS).write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
         (stage / RESTYLER_EVAL).write_text(json.dumps(evaluation, indent=2), encoding="utf-8")
         restyler_card(facts, evaluation, repo_id).save(stage / "README.md")
+    return Path(dest)
+
+
+def distilled_card(sheet: dict, rows: list[dict], repo_id: str, *, style: str, hubstyle_version: str = ""):
+    """Return the distilled set's ``DatasetCard`` (``DatasetCardData`` metadata, body from model_cards/distilled.md)."""
+    import jinja2
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    from hubstyle.card import HUB_URL, card_template
+    from hubstyle.restyle.distill import DATASHEET_FILE, DISTILLED_FILE
+
+    counts = sheet["counts"]
+    count_rows = [{"what": "questions in the pool", "n": counts["pool"]}]
+    count_rows += [{"what": k.removeprefix("dropped_").replace("_", " ") + " (dropped)", "n": v}
+                   for k, v in counts.items() if k.startswith("dropped_")]
+    count_rows += [{"what": f"kept ({o})", "n": n} for o, n in counts["kept_by_origin"].items()]
+    count_rows.append({"what": "**kept**", "n": f"**{counts['kept']}**"})
+    leaks = sheet["pool"]["dropped_as_evaluation_leaks"]
+    examples = [{"question": r["messages"][0]["content"], "plain": r["plain"], "restyled": r["messages"][1]["content"]}
+                for r in rows[:6]]
+    n = counts["kept"]
+    data = DatasetCardData(
+        language=["en"], license="other", license_name="unstated-research-data", pretty_name=f"{style} chat, distilled",
+        task_categories=["text-generation"], size_categories=["n<1K" if n < 1000 else "1K<n<10K"],
+        tags=["hubstyle", "synthetic", "style-transfer", style], configs=[{"config_name": "default",
+                                                                         "data_files": DISTILLED_FILE}],
+    )
+    template = card_template("distilled").read_text(encoding="utf-8")
+    missing = jinja2.meta.find_undeclared_variables(jinja2.Environment().parse(template))
+    kwargs = {
+        "pretty_name": f"{style.capitalize()} chat, distilled", "count": n, "style": style,
+        "style_title": "Shakespeare's English" if style == "shakespeare" else f"the {style} style",
+        "base_model": sheet["base_model"], "hub_url": HUB_URL, "max_new_tokens": sheet["base_decoding"]["max_new_tokens"],
+        "restyler": "hubstyle's shipped restyler, a LoRA trained on modern/Shakespeare line pairs",
+        "max_rank": sheet["config"]["max_rank"], "pool": sheet["pool"]["prompts"],
+        "data_note": sheet["restyler"]["data_note"] or "Check the restyler's training data licence.",
+        "count_rows": count_rows, "leak_cosine": sheet["pool"]["leak_cosine"],
+        "leaks": ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in leaks.items()), "data_file": DISTILLED_FILE,
+        "examples": examples, "repo_id": repo_id, "hubstyle_version": hubstyle_version,
+        "datasheet_file": DATASHEET_FILE,
+    }
+    absent = sorted(missing - set(kwargs) - {"card_data"})
+    if absent:
+        raise HubstyleError(f"card template distilled.md uses '{absent[0]}', which the distilled card does not provide")
+    return DatasetCard.from_template(data, template_str=template, **kwargs)
+
+
+def publish_distilled(folder: Path, dest: Path, repo_id: str = "OWNER/shakespeare-chat-distilled", *,
+                      style: str, hubstyle_version: str = "") -> Path:
+    """Return ``dest`` after writing the distilled set's dataset repo folder: rows, datasheet and dataset card."""
+    from hubstyle.restyle.distill import DATASHEET_FILE, DISTILLED_FILE
+
+    folder = Path(folder)
+    if not (folder / DISTILLED_FILE).is_file():
+        raise HubstyleError(f"'{folder}' holds no {DISTILLED_FILE}; distil the set first")
+    sheet = json.loads((folder / DATASHEET_FILE).read_text(encoding="utf-8"))
+    rows = [json.loads(x) for x in (folder / DISTILLED_FILE).read_text(encoding="utf-8").splitlines() if x.strip()]
+    with atomic_folder(Path(dest)) as stage:
+        for name in (DISTILLED_FILE, DATASHEET_FILE):
+            shutil.copy2(folder / name, stage / name)
+        distilled_card(sheet, rows, repo_id, style=style, hubstyle_version=hubstyle_version).save(stage / "README.md")
     return Path(dest)

@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Callable
 
 from hubstyle.layout import RunLayout
-from hubstyle.restyle.build import RESTYLER_FACTS, RestylerConfig, RestylerData, restyler_data, train_restyler
+from hubstyle.layout import RESTYLER_FACTS
+from hubstyle.restyle.build import RestylerConfig, RestylerData, restyler_data, train_restyler
 
-RESTYLER_PUBLISH = "restyler"  # DIR/publish/restyler: the repo folder
+RESTYLER_PUBLISH = "restyler"  # DIR/publish/restyler: the restyler's repo folder
+DISTILLED_PUBLISH = "distilled"  # DIR/publish/distilled: the distilled chat set's dataset repo folder; DIR/distilled
+# holds the rows, the datasheet and the cached answers
 PLAIN_REGISTER = "plain sides of the pairs"  # a register of the classifier's modern class
 
 
@@ -70,7 +73,8 @@ def line_classifier(cfg: RestylerConfig, data: RestylerData, log: Callable[[str]
 def build_restyler(cfg: RestylerConfig, *, resume: bool = False, ship: Path | None = None,
                    log: Callable[[str], None] = print) -> dict:
     """Return the restyler's evaluation after training (unless already trained with this config), judging and
-    publishing it under ``cfg.output_dir``; ``ship`` also copies the repo folder there (the packaged copy)."""
+    publishing it, and distilling the chat set through it, under ``cfg.output_dir``; ``ship`` also copies both repo
+    folders there as ``restyler/`` and ``distilled/`` (the packaged copies, hubstyle/shipped)."""
     import shutil
 
     from hubstyle.evaluate.classifier import load_classifier
@@ -97,9 +101,16 @@ def build_restyler(cfg: RestylerConfig, *, resume: bool = False, ship: Path | No
     log(f"held-out {evaluation['lines']} lines: BLEU {r['bleu']} (copy {c['bleu']}), chrF {r['chrf']} (copy "
         f"{c['chrf']}), judged in style {r['style_rate']:.1%} (copy {c['style_rate']:.1%}, Shakespeare "
         f"{evaluation['reference']['style_rate']:.1%}), source ranked first {r['source_rank']['top1']:.1%}")
-    folder = publish_restyler(adapter, evaluation, layout.root / "publish" / RESTYLER_PUBLISH)
-    if ship is not None:
-        with atomic_folder(Path(ship)) as stage:
+    folders = [publish_restyler(adapter, evaluation, layout.root / "publish" / RESTYLER_PUBLISH)]
+    if cfg.distill.enabled:
+        from hubstyle.restyle.distill import distill
+        from hubstyle.restyle.publish import publish_distilled
+
+        distill(restyler, classifier, cfg.distill, layout.root / DISTILLED_PUBLISH, style=cfg.style, log=log)
+        folders.append(publish_distilled(layout.root / DISTILLED_PUBLISH, layout.root / "publish" / DISTILLED_PUBLISH,
+                                         style=cfg.style, hubstyle_version=restyler.facts.get("hubstyle_version", "")))
+    for folder in folders if ship is not None else []:
+        with atomic_folder(Path(ship) / folder.name) as stage:
             shutil.copytree(folder, stage, dirs_exist_ok=True)
-        log(f"shipped the restyler to {ship}")
+        log(f"shipped {folder.name} to {Path(ship) / folder.name}")
     return evaluation
