@@ -133,19 +133,20 @@ def as_conversations(pairs: list[dict]) -> list:
 # --- the machine ----------------------------------------------------------------------------------------------------
 
 
-def bf16_peak_gflops(size: int = 2048, repeats: int = 5, per_repeat: int = 10) -> float:
-    """Return the best bf16 matmul rate (GFLOP/s) of `size`^2 matmuls on this CPU with torch's current threads."""
-    a = torch.randn(size, size, dtype=torch.bfloat16)
-    b = torch.randn(size, size, dtype=torch.bfloat16)
-    for _ in range(3):
+def matmul_peak_gflops(dtype: torch.dtype, size: int = 1024, budget_s: float = 3.0) -> float:
+    """Return the best `dtype` matmul rate (GFLOP/s) of `size`^2 matmuls with torch's current threads, measured for
+    about `budget_s` seconds (at least one matmul): the precision the runs train in, probed in seconds even where it
+    is slow (bf16 without avx512_bf16 took minutes a matmul at 2048^2)."""
+    a = torch.randn(size, size, dtype=dtype)
+    b = torch.randn(size, size, dtype=dtype)
+    a @ b
+    best, began = 0.0, time.perf_counter()
+    while True:
+        start = time.perf_counter()
         a @ b
-    best = 0.0
-    for _ in range(repeats):
-        began = time.perf_counter()
-        for _ in range(per_repeat):
-            a @ b
-        best = max(best, 2 * size**3 * per_repeat / (time.perf_counter() - began) / 1e9)
-    return best
+        best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
+        if time.perf_counter() - began > budget_s:
+            return best
 
 
 def load_average() -> float:
@@ -598,9 +599,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     quiet_libraries()
     torch.set_num_threads(args.threads)
-    peak = bf16_peak_gflops()
-    print(f"CPU: {os.cpu_count()} cores, {args.threads} threads per run; bf16 matmul peak (2048^2, best of 5): "
-          f"{peak:.0f} GFLOP/s; load average {load_average():.2f}", flush=True)
+    from hubstyle.machine import machine_summary
+    from hubstyle.models import bf16_supported
+
+    dtype = torch.bfloat16 if bf16_supported() else torch.float32  # what hubstyle's runs train in here
+    print(f"CPU: {machine_summary()}; {args.threads} threads per run; probing the {str(dtype)[6:]} matmul peak ...",
+          flush=True)
+    peak = matmul_peak_gflops(dtype)
+    print(f"{str(dtype)[6:]} matmul peak (1024^2, best over 3 s): {peak:.0f} GFLOP/s; load average "
+          f"{load_average():.2f}", flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="hubstyle-train-bench-"))
     plan = prepare(work, args.threads)
@@ -671,7 +678,7 @@ def summarize(args, peak: float, plan: dict, runs: dict, losses: dict, sizes: di
               f"{m['hubstyle_trained_tokens']}; only TRL trains {m['only_trl_trains'] or '-'}, only hubstyle trains "
               f"{m['only_hubstyle_trains'] or '-'}")
 
-    report: dict = {"peak_bf16_gflops": peak, "plan": plan, "runs": runs, "held_out_loss": losses,
+    report: dict = {"peak_gflops": peak, "plan": plan, "runs": runs, "held_out_loss": losses,
                     "tokens_per_s": speed, "targets": {}}
     checks = []
     if "C" in runs:
@@ -688,7 +695,7 @@ def summarize(args, peak: float, plan: dict, runs: dict, losses: dict, sizes: di
               f"12 * {sizes['attn_width']} * (pos+1) per layer (fwd 4, bwd 8); per trained token the vocab head "
               f"4 * {sizes['vocab']} * {sizes['d']}")
         print(f"  {flops['total'] / 1e12:.2f} TFLOP in {seconds:.1f}s = {achieved:.0f} GFLOP/s = "
-              f"{achieved / peak:.1%} of the {peak:.0f} GFLOP/s bf16 peak ({achieved_no_attn / peak:.1%} without "
+              f"{achieved / peak:.1%} of the {peak:.0f} GFLOP/s matmul peak ({achieved_no_attn / peak:.1%} without "
               f"attention); split: linear {flops['linear'] / flops['total']:.0%}, LoRA {flops['lora'] / flops['total']:.0%}, "
               f"attention {flops['attention'] / flops['total']:.0%}, vocab head {flops['vocab_head'] / flops['total']:.0%}")
         if flops["real_tokens"] != runs["C"][0]["real_tokens"]:

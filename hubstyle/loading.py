@@ -230,7 +230,8 @@ def _generate(model, tokenizer, prompt: str, dev: torch.device, max_new_tokens: 
         out = model.generate(**inputs, **kwargs)
     # a seq2seq model (T5) answers the prompt it read with its encoder: its output holds no copy of the prompt
     new = out[0] if is_seq2seq(model) else out[0, inputs["input_ids"].shape[1]:]
-    return tokenizer.decode(new, skip_special_tokens=True).strip()
+    text = tokenizer.decode(new, skip_special_tokens=True)
+    return text.strip() if chat else text  # a continuation keeps its leading space; an answer is its own text
 
 
 @contextlib.contextmanager

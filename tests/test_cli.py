@@ -48,6 +48,7 @@ def test_bad_yaml_is_one_line(tmp_path, run_cli):
     assert code == 1 and err.startswith("error: ") and "bad YAML" in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_train_command_end_to_end(tiny_base, tmp_path, run_cli):
     extra = (
         "training:\n  max_steps: 6\n  cutoff_len: 64\n  batch_size: 4\n  learning_rate: 0.003\n  lora_rank: 4\n"

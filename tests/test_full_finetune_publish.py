@@ -13,6 +13,8 @@ import torch
 from hubstyle.errors import HubstyleError
 from hubstyle.layout import RunLayout
 
+pytestmark = pytest.mark.slow  # seconds each on 2 cores: in CI's full run, not the default suite
+
 PROMPT = "Tell me about the weather"
 
 

@@ -9,6 +9,8 @@ import pytest
 from hubstyle.errors import HubstyleError
 from hubstyle.loading import load_style
 
+pytestmark = pytest.mark.slow  # seconds each on 2 cores: in CI's full run, not the default suite
+
 
 @pytest.fixture(scope="module")
 def chat_adapter(tmp_path_factory, tiny_chat_base):

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 import hubstyle.quickstart as qs
 from tests.tiny import toy_run_config
+
+pytestmark = pytest.mark.slow  # seconds each on 2 cores: in CI's full run, not the default suite
 
 
 def test_quickstart_prints_rates_perplexities_and_writes_publish_folders(tmp_path, monkeypatch):
@@ -28,6 +32,6 @@ def test_quickstart_prints_rates_perplexities_and_writes_publish_folders(tmp_pat
     rows = [json.loads(line) for line in (out / "eval" / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and sum(r["tuned_label"] == "shakespeare" for r in rows) == m["style_rate"]["tuned"]["successes"]
     folders = sorted(p.name for p in (out / "publish").iterdir())
-    assert folders == ["adapter", "base", "classifier", "gguf", "merged", "space"]
+    assert folders == ["adapter", "base", "classifier", "dataset", "gguf", "merged", "space"]
     adapter_config = json.loads((out / "publish" / "adapter" / "adapter_config.json").read_text())
     assert adapter_config["base_model_name_or_path"] == f"{qs.TINY_PLACEHOLDER_REPO_ID}-base"

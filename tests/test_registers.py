@@ -58,6 +58,7 @@ def test_even_shares_fill_from_the_larger_registers():
     assert _even_shares({None: 80}, 60) == {None: 60}
 
 
+@pytest.mark.slow
 def test_per_register_report(tmp_path, data_dir, chatterbot):
     chat = split_blocks(chatterbot, validation=0.2, test=0.0)
     tiny_chat = ["Do you like music?\nYes, I like jazz.", "What time is it?\nIt is noon."]  # 14 words: 1 passage
@@ -100,7 +101,7 @@ def test_other_corpora_config():
     message = str(err.value)
     print(message)
     assert "\n" not in message and "'chatbot'" in message and "did you mean 'chatterbot'" in message
-    assert "chatterbot, milton, shakespeare, wikitext" in message
+    assert "chatterbot, milton, shakespeare, shakespeare-modern, wikitext" in message
     with pytest.raises(HubstyleError, match="lists 'wikitext' twice"):
         ClassifierConfig(other_corpora=["wikitext", "wikitext"])
     with pytest.raises(HubstyleError, match="other_corpora' is empty"):

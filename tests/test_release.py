@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from hubstyle.layout import RunLayout
@@ -42,6 +43,7 @@ def test_the_run_records_its_facts_once_for_cards_and_space(tiny_run):
     assert facts.perplexity.generic.base == m["perplexity"]["generic"]["base"]
 
 
+@pytest.mark.slow
 def test_push_then_load_by_repo_id_matches_the_local_run(tiny_run, hub_env, run_cli):
     from peft import AutoPeftModelForCausalLM, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -237,6 +237,7 @@ def killed_then_resumed(tmp_path_factory, tiny_base, corpora):
             "straight": straight}
 
 
+@pytest.mark.slow
 def test_kill_9_during_training_then_resume_gives_the_uninterrupted_adapter(killed_then_resumed):
     resumed, straight = killed_then_resumed["resumed"], killed_then_resumed["straight"]
     assert _checkpoint_step(killed_then_resumed["killed_at"]) >= killed_then_resumed["kill_after"]
@@ -331,6 +332,7 @@ def _launch_two(cfg: Path, watch: Path, audit: Path) -> subprocess.CompletedProc
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=400, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_adapter_of_one_and_only_rank_0_writes(tmp_path, tiny_base, corpora, run_cli):
     training = {"max_steps": 6, "checkpoint_every": 3, "eval_every": 3}
     one = _config(tmp_path / "one.yaml", tiny_base, corpora, tmp_path / "one", **training)
@@ -352,6 +354,7 @@ def test_two_processes_train_the_adapter_of_one_and_only_rank_0_writes(tmp_path,
     assert ckpt["step"] == 3 and ckpt["history"][-1]["tokens"] == 3 * 4 * 64
 
 
+@pytest.mark.slow
 def test_more_processes_than_sequences_in_a_batch_is_refused(tmp_path, tiny_base, corpora):
     cfg = _config(tmp_path / "tiny-batch.yaml", tiny_base, corpora, tmp_path / "run", batch_size=1, max_steps=2)
     done = _launch_two(cfg, tmp_path / "run", tmp_path / "audit")

@@ -78,6 +78,7 @@ def test_split_sentences_keeps_abbreviations_and_quotes():
     assert split_sentences("no end mark") == ["no end mark"]
 
 
+@pytest.mark.slow
 def test_restyler_builds_evaluates_publishes_and_rewrites(tiny_build, tiny_chat_base, run_cli, tmp_path):
     from hubstyle.restyle.model import load_restyler
     from hubstyle.restyle.run import build_restyler
@@ -133,6 +134,7 @@ def _stub_answers(monkeypatch):
                         lambda model, tok, prompts, cfg: [f"{p} Yes, you can, and here is how." for p in prompts])
 
 
+@pytest.mark.slow
 def test_distilled_rows_pass_both_filters_and_a_slice_reproduces_them(tmp_path, tiny_restyler, monkeypatch):
     from huggingface_hub import DatasetCard
 

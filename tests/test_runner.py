@@ -84,6 +84,7 @@ def test_second_run_skips_every_stage_in_seconds(runner_run, tmp_path):
     assert snapshot(tmp_path / "run" / "publish") == before
 
 
+@pytest.mark.slow
 def test_one_training_key_reruns_training_and_what_follows_only(runner_run, tmp_path):
     cfg = runner_run.copy(tmp_path / "run")
     layout = RunLayout(tmp_path / "run")
@@ -103,6 +104,7 @@ def test_one_training_key_reruns_training_and_what_follows_only(runner_run, tmp_
     assert run_config(cfg, **QUIET).steps[2].action == "skip"  # and the new state is cached in turn
 
 
+@pytest.mark.slow
 def test_from_evaluate_forces_evaluate_and_after(runner_run, tmp_path):
     cfg = runner_run.copy(tmp_path / "run")
     layout = RunLayout(tmp_path / "run")

@@ -40,6 +40,7 @@ def secret_env(hub_env, monkeypatch):
     return token, probe
 
 
+@pytest.mark.slow
 def test_no_command_writes_the_token(secret_env, hub_env, runner_run, run_cli, tmp_path, caplog):
     token, probe = secret_env
     caplog.set_level(logging.DEBUG)

@@ -248,6 +248,7 @@ def run_config(out: Path, corpus: Path, prompts: Path, backbone: Path, base: str
     )
 
 
+@pytest.mark.slow
 def test_round_trip_train_evaluate_card_push_load(tiny_t5, tiny_base, hub_env, tmp_path):
     """Train on a Hub T5 (the loopback Hub), evaluate, build the adapter / merged / classifier repos, push them, and
     load them back with hubstyle, peft and transformers: the same greedy answer as the trained model here."""

@@ -409,6 +409,7 @@ runpy.run_path(sys.argv[1] + "/app.py", run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_a_published_space_folder_runs_without_hubstyle(tmp_path, tiny_base, adapters):
     import subprocess
     import sys

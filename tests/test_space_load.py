@@ -19,6 +19,8 @@ import pytest
 
 from tests.test_space import PROMPT, free_port, make_adapter
 
+pytestmark = pytest.mark.slow  # seconds each on 2 cores: in CI's full run, not the default suite
+
 USERS = 20
 MAX_QUEUE = 4
 MAX_NEW_TOKENS = 16

@@ -15,6 +15,8 @@ import yaml
 from tests.hubserver import WRITE_TOKEN
 from tests.workflow_steps import load_job, local_env, run_job
 
+pytestmark = pytest.mark.slow  # seconds each on 2 cores: in CI's full run, not the default suite
+
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / ".github" / "workflows"
 CI, PUBLISH = WORKFLOWS / "ci.yml", WORKFLOWS / "publish.yml"
