@@ -58,7 +58,8 @@ def check_messages(messages: object, where: str) -> None:
         raise HubstyleError(f"{where}: no assistant turn, so there is nothing to train on; add one or drop the row")
 
 
-def _rows(path: Path, text: str) -> list[tuple[int, dict]]:
+def jsonl_rows(path: Path, text: str) -> list[tuple[int, dict]]:
+    """Return (line number, object) of each non-blank line of a JSONL text; a bad line is a one-line error."""
     rows = []
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
@@ -85,7 +86,7 @@ def detect_chat_format(record: dict) -> str | None:
 def read_chat_jsonl(path: Path, text: str, fmt: str) -> list[Conversation]:
     """Return the conversations of a JSONL file in format ``fmt`` ('messages' or 'prompt_completion')."""
     out = []
-    for number, record in _rows(path, text):
+    for number, record in jsonl_rows(path, text):
         where = f"{str(path)!r} line {number}"
         if fmt == "messages":
             messages = record.get("messages", record.get("conversations"))

@@ -9,11 +9,11 @@ shared copy (three plays withheld) and in the canonical 18,395-line files.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from hubstyle.data.chat import jsonl_rows
 from hubstyle.errors import HubstyleError
 
 PARALLEL_CORPORA = ("shakespeare-modern",)
@@ -122,14 +122,8 @@ def _aligned_pairs(source: Path, target: Path) -> list[Pair]:
 
 def _jsonl_pairs(path: Path) -> list[Pair]:
     pairs = []
-    for number, line in enumerate(_read_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise HubstyleError(f"{str(path)!r} line {number} is not valid JSON ({exc.msg}): fix or remove it") from None
-        keys = next((k for k in JSONL_KEYS if isinstance(row, dict) and k[0] in row and k[1] in row), None)
+    for number, row in jsonl_rows(path, "\n".join(_read_lines(path))):
+        keys = next((k for k in JSONL_KEYS if k[0] in row and k[1] in row), None)
         if keys is None:
             raise HubstyleError(f"{str(path)!r} line {number} needs 'source' and 'target' (or 'prompt' and "
                                 f"'completion') string fields")
@@ -143,8 +137,7 @@ def _jsonl_pairs(path: Path) -> list[Pair]:
     return pairs
 
 
-def held_out_split(pairs: list[Pair], play: str | None, *, raw_targets: list[str] | None = None
-                   ) -> tuple[list[Pair], list[Pair]]:
+def held_out_split(pairs: list[Pair], play: str | None) -> tuple[list[Pair], list[Pair]]:
     """Return (training pairs, held-out play's pairs): the play's contiguous block is cut out whole.
 
     The block is found by its first and last original lines (compared NLTK-detokenised, as pairs are read).
