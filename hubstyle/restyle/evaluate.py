@@ -17,12 +17,11 @@ LINE_PASSAGES = {"min_words": 6, "max_words": 40}  # the line-level judge reads 
 
 def evenly_spaced(pairs: Sequence[Pair], n: int) -> list[Pair]:
     """Return ``n`` pairs spread evenly over ``pairs`` (all of them when there are no more than ``n``)."""
+    from hubstyle.dataset import evenly_spaced as spread
+
     if n <= 0:
         raise HubstyleError(f"eval_lines must be at least 1, got {n}")
-    if len(pairs) <= n:
-        return list(pairs)
-    step = len(pairs) / n
-    return [pairs[int(i * step)] for i in range(n)]
+    return spread(list(pairs), n)
 
 
 def translation_scores(outputs: Sequence[str], references: Sequence[str]) -> dict[str, float]:
