@@ -58,6 +58,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from hubstyle.machine import load_average, machine_summary, matmul_peak_gflops  # noqa: E402
+
 CONFIGS = ("A", "B", "C", "D")
 LABELS = {
     "A": "(A) TRL SFTTrainer, defaults",
@@ -128,33 +130,6 @@ def as_conversations(pairs: list[dict]) -> list:
                      loss_on="last")
         for p in pairs
     ]
-
-
-# --- the machine ----------------------------------------------------------------------------------------------------
-
-
-def matmul_peak_gflops(dtype: torch.dtype, size: int = 1024, budget_s: float = 3.0) -> float:
-    """Return the best `dtype` matmul rate (GFLOP/s) of `size`^2 matmuls with torch's current threads, measured for
-    about `budget_s` seconds (at least one matmul): the precision the runs train in, probed in seconds even where it
-    is slow (bf16 without avx512_bf16 took minutes a matmul at 2048^2)."""
-    a = torch.randn(size, size, dtype=dtype)
-    b = torch.randn(size, size, dtype=dtype)
-    a @ b
-    best, began = 0.0, time.perf_counter()
-    while True:
-        start = time.perf_counter()
-        a @ b
-        best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
-        if time.perf_counter() - began > budget_s:
-            return best
-
-
-def load_average() -> float:
-    """Return the 1-minute load average (0 where the OS does not say)."""
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return 0.0
 
 
 # --- workers (each configuration runs in its own process) -----------------------------------------------------------
@@ -599,7 +574,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     quiet_libraries()
     torch.set_num_threads(args.threads)
-    from hubstyle.machine import machine_summary
     from hubstyle.models import bf16_supported
 
     dtype = torch.bfloat16 if bf16_supported() else torch.float32  # what hubstyle's runs train in here

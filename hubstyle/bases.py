@@ -8,7 +8,6 @@ tokenizer fixed to behave like the original's. That folder records where it came
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -20,10 +19,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from hubstyle.config import TINY_BASE
 from hubstyle.errors import HubstyleError
-from hubstyle.fsio import atomic_folder
+from hubstyle.fsio import atomic_folder, file_sha256
+from hubstyle.repo_ids import is_local_path
 
-TINY_BASE = "tiny"  # the base hubstyle pretrains itself (the caller builds it)
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 BASE_FACTS_FILE = "hubstyle_base.json"
 CACHE_ENV = "HUBSTYLE_CACHE_DIR"  # replaces <HF_HOME>/hubstyle
@@ -70,7 +70,7 @@ def resolve_base(base_model: str, log: Callable[[str], None] = print) -> Resolve
         base_model = str(Path(base_model).expanduser())  # from_pretrained does not expand "~"
         facts = base_facts(base_model) or {}
         return ResolvedBase(path=base_model, hub_id=facts.get("hub_id"), source="local", **_gguf_fields(facts))
-    if base_model.startswith((".", "/", "~")) or base_model.count("/") > 1:
+    if is_local_path(base_model):
         raise HubstyleError(f"base_model '{base_model}' does not exist (no such folder) and is not a Hub id; check the path")
     if base_model not in OFFLINE_WHEELS or hub_usable(base_model):
         return ResolvedBase(path=base_model, hub_id=base_model, source="hub")
@@ -131,20 +131,16 @@ def check_gguf(path: str | os.PathLike) -> None:
         )
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Return the hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def cache_root() -> Path:
+    """Return hubstyle's own cache folder: $HUBSTYLE_CACHE_DIR or <HF_HOME>/hubstyle."""
+    from huggingface_hub import constants
+
+    return Path(os.environ.get(CACHE_ENV) or Path(constants.HF_HOME) / "hubstyle")
 
 
 def bases_cache() -> Path:
     """Return the folder that holds dequantized bases: $HUBSTYLE_CACHE_DIR/bases or <HF_HOME>/hubstyle/bases."""
-    from huggingface_hub import constants
-
-    return Path(os.environ.get(CACHE_ENV) or Path(constants.HF_HOME) / "hubstyle") / "bases"
+    return cache_root() / "bases"
 
 
 def dequantized_folder(hub_id: str, log: Callable[[str], None] = print) -> Path:

@@ -21,15 +21,24 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from hubstyle.errors import HubstyleError
 from hubstyle.facts import Dataset, RunFacts, load_decoding
-from hubstyle.layout import DEMO_TABLE, LOSS_HISTORY, LOSS_PLOT, METRICS, TRAINING_FACTS
+from hubstyle.layout import (
+    CONFUSION_FILE,
+    DEMO_TABLE,
+    LOSS_HISTORY,
+    LOSS_PLOT,
+    METRICS,
+    PRETRAIN_REPORT,
+    TRAINING_FACTS,
+)
+from hubstyle.repo_ids import check_repo_id
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
@@ -50,6 +59,7 @@ DEFAULT_LICENSE = "mit"
 DEFAULT_LANGUAGE = "en"
 NOT_MEASURED = "not measured"  # a figure the run's evaluation did not record (older hubstyle, no style text)
 TINY_PARAMS = 100_000_000  # below this the card warns that continuations are imitations, not coherent text
+WIDGET_EXAMPLES = 5  # demo prompts a chat model's card offers in the Hub's widget
 
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
@@ -94,34 +104,6 @@ class RepoIds:
         return replace(self, base=base)
 
 
-def check_repo_id(repo_id: str, what: str = "repo id", *, namespace_required: bool = True) -> str:
-    """Return ``repo_id`` after checking it is a Hub model id and not a local path.
-
-    Repos hubstyle creates need 'namespace/name'. A base model may be any Hub id, including the legacy ones
-    without a namespace ('gpt2', 't5-small'): pass ``namespace_required=False`` for those.
-    """
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    text = str(repo_id)
-    form = "'namespace/name' (e.g. 'alice/shakespeare')" if namespace_required else "'name' or 'namespace/name'"
-    if _is_local_path(text):
-        raise HubstyleError(f"{what} '{text}' is not a Hub repo id but a local path; push it, then use its id: {form}")
-    if text.count("/") > 1 or (namespace_required and text.count("/") != 1):
-        raise HubstyleError(f"{what} '{text}' is not a Hub repo id; use {form}")
-    try:
-        validate_repo_id(text)
-    except HFValidationError as err:
-        raise HubstyleError(f"{what} '{text}' is not a valid Hub repo id: {str(err).splitlines()[0]}") from None
-    return text
-
-
-def _is_local_path(text: str) -> bool:
-    # 'alice/model' could be both an id and a folder below the working directory; an existing folder wins, as
-    # it does for from_pretrained. A bare name is always an id: 'gpt2' must not depend on the working directory.
-    seps = tuple(sep for sep in (os.sep, os.altsep) if sep)
-    return text.startswith((".", "/", "~")) or (any(sep in text for sep in seps) and Path(text).exists())
-
-
 # --------------------------------------------------------------------------------------------------- cards
 
 
@@ -132,11 +114,13 @@ def adapter_card(
     *,
     eval_plots: Sequence[str] = (),
     manifest: str | None = None,
+    logs: str | None = None,
 ) -> "ModelCard":
     """Return the style adapter's card: metadata, results, demo table, training, classifier, usage, limitations.
 
     ``eval_plots`` are extra image paths (relative to the repo folder) shown under the results; ``manifest`` is the
-    run manifest's file in the repo folder (`hubstyle run`'s run.json), cited in the training section.
+    run manifest's file in the repo folder (`hubstyle run`'s run.json), cited in the training section; ``logs`` is the
+    repo folder of the run's TensorBoard logs (hubstyle.tracking), named there too.
     """
     from huggingface_hub import ModelCardData
 
@@ -150,17 +134,19 @@ def adapter_card(
             "publish it as a merged/full model instead"
         )
     tags = ["hubstyle", "lora", "style-transfer", style, "text-generation"] + (["qlora"] if method == "qlora" else [])
+    tags += ["tensorboard"] if logs else []
     data = ModelCardData(
         base_model=base,
         base_model_relation="adapter",
         library_name="peft",
         pipeline_tag="text-generation",
         tags=tags,
-        datasets=_datasets(facts, ids),
+        datasets=hub_datasets(facts, ids),
         license=ids.license,
         language=ids.language,
         model_name=model_name,
         eval_results=_lm_eval_results(facts, "adapter"),
+        widget=_widget(facts, demo_table),
     )
     kwargs = {
         **_common(facts, ids),
@@ -173,6 +159,7 @@ def adapter_card(
         "repo_id": ids.adapter,
         "eval_plots": [{"path": p, "title": _plot_title(p)} for p in eval_plots],
         "manifest_file": manifest,
+        "logs_dir": logs,
     }
     return _render("adapter", data, kwargs)
 
@@ -194,11 +181,12 @@ def merged_card(
         library_name="transformers",
         pipeline_tag="text-generation",
         tags=["hubstyle", "lora", "style-transfer", style, "text-generation", "merged"],
-        datasets=_datasets(facts, ids),
+        datasets=hub_datasets(facts, ids),
         license=ids.license,
         language=ids.language,
         model_name=model_name,
         eval_results=_lm_eval_results(facts, "merged"),
+        widget=_widget(facts, demo_table),
     )
     kwargs = {
         **_common(facts, ids),
@@ -243,11 +231,12 @@ def full_card(
         library_name="transformers",
         pipeline_tag="text-generation",
         tags=["hubstyle", method.replace("_", "-"), "style-transfer", style, "text-generation"],
-        datasets=_datasets(facts, ids),
+        datasets=hub_datasets(facts, ids),
         license=ids.license,
         language=ids.language,
         model_name=ids.merged.split("/")[-1],
         eval_results=_lm_eval_results(facts, "full"),
+        widget=_widget(facts, demo_table),
     )
     kwargs = {
         **_common(facts, ids),
@@ -292,7 +281,7 @@ def classifier_card(facts: RunFacts, ids: RepoIds) -> "ModelCard":
         library_name="transformers",
         pipeline_tag="text-classification",
         tags=["hubstyle", "style-classifier", style, "text-classification"],
-        datasets=_datasets(facts, ids),
+        datasets=hub_datasets(facts, ids),
         license=ids.license,
         language=ids.language,
         metrics=["accuracy", "f1"],
@@ -333,8 +322,6 @@ def base_card(facts: RunFacts, ids: RepoIds, model_config: Mapping[str, Any]) ->
     ``model_config`` is the base folder's config.json (for the architecture table).
     """
     from huggingface_hub import EvalResult, ModelCardData
-
-    from hubstyle.pretrain import PRETRAIN_REPORT
 
     repo = _base_id(ids, published_here=True)
     model_name = repo.split("/")[-1]
@@ -416,7 +403,7 @@ def gguf_card(
         library_name="gguf",
         pipeline_tag="text-generation",
         tags=["hubstyle", "gguf", "llama.cpp", "ollama", facts.run.style, "text-generation"],
-        datasets=_datasets(facts, ids),
+        datasets=hub_datasets(facts, ids),
         license=ids.license,
         language=ids.language,
         model_name=ids.gguf.split("/")[-1],
@@ -548,7 +535,18 @@ def _weights_note(facts: RunFacts) -> str:
     )
 
 
-def _datasets(facts: RunFacts, ids: RepoIds) -> list[str] | None:
+def _widget(facts: RunFacts, table: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """Return the metadata's widget examples: a chat model's demo prompts, each as a user's turn (``messages``, which
+    the Hub renders through the model's chat template); None for a model that continues text or chats in the plain
+    `Name: line` format, which has no template to render them."""
+    if facts.training.chat_format != "model":
+        return None
+    rows = table.get("rows") if isinstance(table, Mapping) else None
+    prompts = [str(row["prompt"]) for row in rows or [] if isinstance(row, Mapping) and row.get("prompt")]
+    return [{"messages": [{"role": "user", "content": prompt}]} for prompt in prompts[:WIDGET_EXAMPLES]] or None
+
+
+def hub_datasets(facts: RunFacts, ids: RepoIds) -> list[str] | None:
     """Return the Hub datasets the run trained on: RepoIds.datasets (else the corpora's), then RepoIds.dataset."""
     found = (list(ids.datasets) or [d.hub_id for d in facts.data.corpora if d.hub_id]) + [ids.dataset]
     return list(dict.fromkeys(filter(None, found))) or None
@@ -673,8 +671,6 @@ def _hub_dataset(corpora: Sequence[Dataset], split: str) -> dict[str, Any] | Non
 
 
 def _demo(table: Mapping[str, Any]) -> dict[str, Any]:
-    from hubstyle.evaluate.demo_table import demo_table_markdown
-
     if not isinstance(table, Mapping):
         raise HubstyleError(f"{DEMO_TABLE} must be a JSON object with 'rows'; got {type(table).__name__}")
     rows = table.get("rows")
@@ -739,8 +735,6 @@ def _training(facts: RunFacts, card: str) -> dict[str, Any]:
 
 
 def _classifier_summary(facts: RunFacts, card: str) -> dict[str, Any]:
-    from hubstyle.evaluate.classifier import CONFUSION_FILE
-
     c = facts.need("classifier", card, "style classifier")
     labels = c.labels
     if len(labels) < 2:
@@ -864,6 +858,28 @@ def _render(kind: str, data, kwargs: dict[str, Any]):
     return ModelCard.from_template(data, template_path=str(path), **kwargs)
 
 
+def markdown_cell(text: str) -> str:
+    """Return ``text`` safe inside a Markdown table cell: pipes escaped, newlines as <br>, never empty.
+
+    Control characters are dropped: a small model's byte-level tokens can decode to NUL and friends, and a
+    README holding them is a binary file the Hub refuses as a plain (non-LFS) upload.
+    """
+    text = "".join(ch for ch in str(text) if ch in "\n\r\t" or unicodedata.category(ch) != "Cc")
+    text = text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>")
+    return text.strip() or "*(empty)*"
+
+
+def demo_table_markdown(table: dict[str, Any]) -> str:
+    """Return the demo table (``demo_table.json``) as a Markdown table (Prompt | Base model | Tuned (adapter))."""
+    adapter = markdown_cell(table.get("adapter", "adapter"))
+    lines = [f"| Prompt | Base model | Tuned ({adapter}) |", "| --- | --- | --- |"]
+    for row in table["rows"]:
+        cells = (markdown_cell(row[key]) for key in ("prompt", "base", "tuned"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _round(value: float) -> float:
     return round(float(value), 4)
 
@@ -873,8 +889,6 @@ def _int(value: float) -> str:
 
 
 def _cell(value: Any) -> str:
-    from hubstyle.evaluate.demo_table import markdown_cell
-
     if isinstance(value, (list, tuple)):
         value = ", ".join(str(v) for v in value)
     elif isinstance(value, dict):

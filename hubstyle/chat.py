@@ -10,7 +10,6 @@ error, never a silent mis-mask.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 from hubstyle.config import CHAT_TEMPLATES  # auto: the template else plain | model: the template only | plain
 from hubstyle.data.chat import Conversation

@@ -47,7 +47,8 @@ def quickstart(
     typer.echo("")
     for row in json.loads(result.layout.demo_table.read_text(encoding="utf-8"))["rows"][:4]:
         typer.echo(f"PROMPT: {row['prompt']}\n  base : {row['base']}\n  tuned: {row['tuned']}\n")
-    typer.echo(f"done in {result.metrics['quickstart_seconds']:.0f}s; metrics in {result.layout.metrics}")
+    typer.echo(f"done in {result.manifest.seconds:.0f}s; metrics in {result.layout.metrics}, "
+               f"each stage's time and peak memory in {result.layout.manifest}")
     typer.echo(f"repo folders with cards: {result.layout.publish}")
     typer.echo(f"launch the Space on this run: hubstyle space run {out}")
 
@@ -82,7 +83,7 @@ def train(
     """Train the style adapter (or full model) that CONFIG describes; writes OUTPUT_DIR/adapter and metrics.json."""
     from hubstyle.config import load_config
     from hubstyle.fsio import is_main_process
-    from hubstyle.pipeline import run
+    from hubstyle.runner import run
 
     result = run(load_config(config), resume=resume)
     if not is_main_process():
@@ -422,6 +423,17 @@ def export_gguf(
     if report.lora is not None:
         typer.echo(f"{report.lora}  {report.lora_size_bytes / 1e6:.1f} MB (LoRA; apply it on the base model's GGUF)")
     typer.echo(f"{report.modelfile}  (ollama create NAME -f {report.modelfile})")
+
+
+@app.command()
+def doctor() -> None:
+    """Check this machine for the quickstart: versions, bf16 speed, CUDA, offline base, data, Hub token, memory, disk."""
+    from hubstyle.doctor import diagnose
+
+    report = diagnose()
+    typer.echo("\n".join(report.lines()))
+    if not report.ready:
+        raise typer.Exit(1)
 
 
 def _quiet_libraries() -> None:

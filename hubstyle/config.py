@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hubstyle.errors import HubstyleError
+from hubstyle.repo_ids import check_repo_id
 
 TRAINING_METHODS = ("lora", "qlora", "full", "freeze_attention")
 QUANTIZATIONS = ("4bit", "8bit")
@@ -19,6 +20,13 @@ CORPUS_FORMATS = ("auto", "text", "messages", "prompt_completion")
 DIALOGUE_RENDERS = ("chat", "text")
 DIALOGUE_PROMPTS = ("script", "questions")
 CHAT_TEMPLATES = ("auto", "model", "plain")
+TRACKERS = ("none", "tensorboard", "trackio", "wandb")  # training.report_to (hubstyle.tracking)
+SCRIPT_FORMATS = ("auto", "colon", "gutenberg", "screenplay", "subtitles", "messages")  # hubstyle.data.scripts
+# the reference corpora hubstyle knows by name (their files and cleaners: hubstyle.data.sources.NAMED_CORPORA)
+CORPUS_NAMES = ("shakespeare", "wikitext", "milton", "shakespeare-modern", "chatterbot", "shakespeare-distilled")
+# The parts of a release (hubstyle.release); the training set (dataset) goes before the model repos whose cards cite it.
+RELEASE_KINDS = ("base", "dataset", "adapter", "merged", "classifier", "gguf", "space")
+TINY_BASE = "tiny"  # base_model: the base hubstyle pretrains itself into OUTPUT_DIR/base
 
 
 @dataclass
@@ -60,8 +68,6 @@ class DialogueConfig:
     aliases: dict[str, str] = field(default_factory=dict)  # names as written -> full names, e.g. {"Ham.": "Hamlet"}
 
     def __post_init__(self) -> None:
-        from hubstyle.data.scripts import SCRIPT_FORMATS  # here, so config stays import-light
-
         _check_range("dialogue.rounds", self.rounds, low=0)
         _check_choice("dialogue.format", self.format, SCRIPT_FORMATS)
         if not isinstance(self.aliases, dict):
@@ -148,6 +154,8 @@ class TrainingConfig:
     base_dtype: str = "auto"  # frozen weights: auto = bfloat16 for lora where bf16 is fast, else float32
     gradient_accumulation: int = 1  # split each batch of batch_size into this many micro-batches (same update)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more time
+    # where the loss curves and evaluation figures go (hubstyle.tracking); several allowed, a single name too
+    report_to: list[str] = field(default_factory=lambda: ["none"])
 
     def __post_init__(self) -> None:
         _check_choice("training.method", self.method, TRAINING_METHODS)
@@ -179,6 +187,13 @@ class TrainingConfig:
         _check_range("training.warmup_steps", self.warmup_steps, low=0)
         _check_range("training.checkpoint_every", self.checkpoint_every, low=1)
         _check_range("training.eval_every", self.eval_every, low=1)
+        if isinstance(self.report_to, str):  # TrainingConfig(report_to="tensorboard") means a list of one
+            self.report_to = [self.report_to]
+        for i, tracker in enumerate(self.report_to):
+            _check_choice(f"training.report_to[{i}]", tracker, TRACKERS)
+        if "none" in self.report_to and len(self.report_to) > 1:
+            raise HubstyleError(f"'training.report_to' is {self.report_to}: 'none' turns tracking off, so list it "
+                                "alone or drop it")
 
 
 @dataclass
@@ -235,12 +250,10 @@ class ClassifierConfig:
         dupes = sorted({c for c in self.other_corpora if self.other_corpora.count(c) > 1})
         if dupes:
             raise HubstyleError(f"'classifier.other_corpora' lists {dupes[0]!r} twice; list each register once")
-        from hubstyle.data.sources import NAMED_CORPORA  # here, so config stays import-light
-
         for i, source in enumerate(self.other_corpora):
             path = Path(source).expanduser()
             if not source.startswith("hf:") and not path.suffix and not path.exists():  # a bare word: a corpus name
-                _check_choice(f"classifier.other_corpora[{i}]", source, tuple(sorted(NAMED_CORPORA)))
+                _check_choice(f"classifier.other_corpora[{i}]", source, tuple(sorted(CORPUS_NAMES)))
 
 
 @dataclass
@@ -276,17 +289,13 @@ class PushConfig:
     tag: str | None = None  # tag every pushed repo with it (the publish workflow gives the release tag)
 
     def __post_init__(self) -> None:
-        from hubstyle.release import RELEASE_KINDS  # here, so config stays import-light
-
         for i, part in enumerate(self.what):
             _check_choice(f"push.what[{i}]", part, ("all", *RELEASE_KINDS))
-        if self.repo_id is not None and (self.repo_id.count("/") != 1 or not all(self.repo_id.split("/"))):
-            raise HubstyleError(f"'push.repo_id' is {self.repo_id!r}; use OWNER/NAME (e.g. alice/shakespeare)")
+        if self.repo_id is not None:
+            check_repo_id(self.repo_id, "push.repo_id")
 
     def parts(self) -> tuple[str, ...]:
         """Return the release parts to build and push, 'all' spelled out."""
-        from hubstyle.release import RELEASE_KINDS
-
         return RELEASE_KINDS if "all" in self.what else tuple(self.what)
 
 
@@ -294,7 +303,7 @@ class PushConfig:
 class RunConfig:
     """Everything one run needs: base model, style corpora, dialogue, mix, split, training, output folder."""
 
-    base_model: str = "tiny"  # Hub id or folder; "tiny" = the base hubstyle pretrains into OUTPUT_DIR/base
+    base_model: str = TINY_BASE  # Hub id or folder; "tiny" = the base hubstyle pretrains into OUTPUT_DIR/base
     output_dir: str = "runs/shakespeare"
     style: str | None = None  # the adapter's style label; defaults to the first corpus's label
     corpora: list[CorpusConfig] = field(default_factory=lambda: [CorpusConfig()])

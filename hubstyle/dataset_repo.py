@@ -11,7 +11,6 @@ so a second push uploads nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from hubstyle.card import HUB_URL, WHOLE_MODEL_METHODS, RepoIds, card_template
 from hubstyle.config import RunConfig, load_config
 from hubstyle.errors import HubstyleError
 from hubstyle.facts import RunFacts, load_facts
-from hubstyle.fsio import atomic_folder
+from hubstyle.fsio import atomic_folder, file_sha256
 from hubstyle.layout import SAMPLES, RunLayout
 
 if TYPE_CHECKING:
@@ -84,7 +83,7 @@ def training_set(run_dir: str | Path, cfg: RunConfig) -> TrainingSet:
     chat = any("messages" in row for split in rows.values() for row in split)
     if chat:
         _same_message_keys(rows)
-    sha = hashlib.sha256((layout.data / SAMPLES).read_bytes()).hexdigest()
+    sha = file_sha256(layout.data / SAMPLES)
     return TrainingSet({k: v for k, v in rows.items() if v}, chat, sha)
 
 

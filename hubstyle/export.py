@@ -13,19 +13,17 @@ each file is written beside its final name and renamed into place.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import re
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 from hubstyle.errors import HubstyleError
-from hubstyle.fsio import atomic_write
+from hubstyle.fsio import atomic_file, atomic_write
 from hubstyle.layout import RunLayout
 
 QUANTS = ("f16", "q8_0")
@@ -187,7 +185,7 @@ def export_gguf(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{name}-{quant.upper()}.gguf"
-    with _replacing(target) as stage:
+    with atomic_file(target) as stage:
         writer = gguf.GGUFWriter(stage, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[arch.gguf_arch]])
         writer.add_type(gguf.GGUFType.MODEL)
         writer.add_name(name)
@@ -475,7 +473,7 @@ def _write_lora(path: Path, adapter_dir: Path, config: dict, arch: _Arch, name: 
         pairs.setdefault(match.group(1) + ".weight", {})[match.group(2)] = tensor.float()
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.gguf_arch], _block_count(config))
     notes = []
-    with _replacing(path) as stage:
+    with atomic_file(path) as stage:
         writer = gguf.GGUFWriter(stage, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[arch.gguf_arch]])
         writer.add_type(gguf.GGUFType.ADAPTER)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
@@ -500,26 +498,10 @@ def _write_lora(path: Path, adapter_dir: Path, config: dict, arch: _Arch, name: 
 
 
 def _finish(writer) -> None:
-    from hubstyle.loop import quiet
-
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file(progress=False)  # under a second for SmolLM2; an unlabelled "Writing:" bar says nothing
     writer.close()
-
-
-@contextlib.contextmanager
-def _replacing(target: Path) -> Iterator[Path]:
-    """Yield a hidden path beside ``target`` that replaces ``target`` (flushed, one rename) if the block succeeds."""
-    from hubstyle.fsio import fsync
-
-    stage = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:8]}"
-    try:
-        yield stage
-        fsync(stage)
-        os.replace(stage, target)
-    finally:
-        stage.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------------- chat template

@@ -18,13 +18,10 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from hubstyle.errors import HubstyleError
 from hubstyle.layout import RUN_FACTS, RunLayout
-
-if TYPE_CHECKING:
-    from hubstyle.config import RunConfig
 
 SCHEMA = "hubstyle.run_facts"
 SCHEMA_VERSION = 1
@@ -498,24 +495,3 @@ def facts_from_metrics(
     if isinstance(classifier, Mapping) and "accuracy" in classifier:  # a classifier given by path may bring no scores
         record["classifier"] = {**classifier, "augment": (classifier.get("settings") or {}).get("augment")}
     return _build(RunFacts, record, "", where, strict=False)
-
-
-def corpus_dataset(source: str, label: str | None = None) -> Dataset:
-    """Return the Dataset of corpus ``source``: its Hub id from hubstyle's named corpora, or from 'hf:owner/name'."""
-    from hubstyle.data.sources import hub_dataset
-
-    hub_id, config = hub_dataset(source)
-    return Dataset(source=source, label=label, hub_id=hub_id, hub_config=config)
-
-
-def facts_for_run(metrics: Mapping[str, Any], cfg: "RunConfig", style_split: str) -> RunFacts:
-    """Return the facts of a pipeline run of ``cfg`` whose metrics are ``metrics``."""
-    prompts = cfg.evaluation.prompts
-    return facts_from_metrics(
-        metrics,
-        corpora=[corpus_dataset(c.source, c.label) for c in cfg.corpora],
-        generic=corpus_dataset(cfg.generic_corpus),
-        style_split=style_split,
-        prompt_set=Path(prompts).name if prompts else PACKAGED_PROMPTS,
-        pretrain_corpus=corpus_dataset(cfg.pretrain.corpus) if metrics.get("pretrain") is not None else None,
-    )

@@ -5,7 +5,7 @@ in it is flushed to disk and the folder takes `target`'s place in one rename (Li
 ``renameat2(RENAME_EXCHANGE)``, so no instant exists where `target` is missing). A crash at any point leaves the old
 folder or the new one at `target`, never neither and never a mix. Leftovers of a crashed writer are hidden
 siblings (``.NAME.partial-PID-XXXX``) that nothing reads and the next write of `target` removes. `atomic_file` and
-`atomic_write` do the same for one file.
+`atomic_write` do the same for one file. `file_sha256` is the one file hash.
 
 Under `accelerate launch` (or torchrun) every rank runs the same code; only the main process may write, and
 `is_main_process` says which one that is without starting torch.distributed in a plain one-process run.
@@ -18,6 +18,7 @@ import ctypes
 import errno
 import functools
 import glob
+import hashlib
 import os
 import shutil
 import uuid
@@ -70,6 +71,15 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
     with atomic_file(path) as tmp:
         tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     return Path(path)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Return the hex sha256 of the file at ``path``, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def recover(target: str | os.PathLike) -> None:

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Callable, Iterator, Literal, TypeVar
 
 from hubstyle.errors import HubstyleError
+from hubstyle.fsio import file_sha256
+from hubstyle.repo_ids import check_repo_id
 
 REPO_TYPES = ("model", "dataset", "space")
 DEFAULT_SPACE_SDK = "gradio"
@@ -215,7 +217,7 @@ def compare_files(local: dict[str, Path], remote: dict | None) -> list[FileChang
         elif sibling.size is not None and sibling.size != size:
             status = "changed"
         elif sibling.lfs is not None:  # the Hub knows LFS files by the sha256 of their content
-            status = "unchanged" if _sha256(file) == sibling.lfs.sha256 else "changed"
+            status = "unchanged" if file_sha256(file) == sibling.lfs.sha256 else "changed"
         else:  # and regular files by their git blob sha1
             status = "unchanged" if _git_sha1(file) == sibling.blob_id else "changed"
         changes.append(FileChange(path, status, size))
@@ -238,16 +240,9 @@ def _check_folder(folder: str | os.PathLike) -> Path:
 
 
 def _check_repo(repo_id: str, repo_type: str) -> None:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     if repo_type not in REPO_TYPES:
         raise HubstyleError(f"unknown repo type '{repo_type}'; use one of {', '.join(REPO_TYPES)}")
-    if repo_id.count("/") != 1:
-        raise HubstyleError(f"repo id '{repo_id}' must be 'namespace/name' (your user or an org, then the repo)")
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as err:
-        raise HubstyleError(f"invalid repo id '{repo_id}': {str(err).splitlines()[0]}") from err
+    check_repo_id(repo_id, f"{repo_type} repo id")  # 'namespace/name': your user or an org, then the repo
 
 
 def _local_files(folder: Path) -> dict[str, Path]:
@@ -285,14 +280,6 @@ def _create_tag(api, repo_id: str, repo_type: str, tag: str, oid: str) -> None:
 
 def _tag_taken(tag: str, repo_id: str, target: str) -> str:
     return f"tag '{tag}' of '{repo_id}' already points at commit {target[:8]}, not at this push; choose a new tag"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _git_sha1(path: Path) -> str:

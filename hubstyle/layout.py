@@ -15,6 +15,16 @@ CONFIG_COPY = "config.yaml"
 MANIFEST = "run.json"  # how the run was made, stage by stage (hubstyle.manifest.RunManifest; `hubstyle run`)
 RESTYLER_FACTS = "restyler.json"  # in a restyler's adapter folder: instruction, style, data, held-out play
 SAMPLES = "samples.jsonl"  # the style samples the data stage made, one JSON object a line
+PRETRAIN_REPORT = "pretrain_report.json"  # in RUN/base: how hubstyle pretrained the tiny base (hubstyle.pretrain)
+CONFUSION_FILE = "confusion_matrix.png"  # in the classifier folder: its confusion matrix on held-out passages
+
+# Files of a saved tokenizer (save_pretrained writes those its tokenizer has): a folder holding one has its own
+# tokenizer. All but tokenizer_config.json hold the vocabulary, whose keys are tokens, not settings.
+TOKENIZER_CONFIG = "tokenizer_config.json"
+TOKENIZER_FILES = ("tokenizer.json", TOKENIZER_CONFIG, "vocab.json", "merges.txt", "tokenizer.model", "spiece.model")
+# Pickle weights: torch.load runs code hidden in them, so hubstyle loads them only when the user opts in
+# (HUBSTYLE_ALLOW_PICKLE=1) and never publishes them (STYLE: no pickles).
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
 @dataclass(frozen=True)
@@ -96,3 +106,8 @@ class RunLayout:
     def config(self) -> Path:
         """Copy of the run config."""
         return self.root / CONFIG_COPY
+
+    @property
+    def logs(self) -> Path:
+        """Experiment-tracking logs (`training.report_to`): TensorBoard event files, wandb's folder, trackio's run."""
+        return self.root / "logs"

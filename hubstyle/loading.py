@@ -24,8 +24,6 @@ from hubstyle.layout import RESTYLER_FACTS, TRAINING_FACTS
 DEFAULT_REPO_ID = "hubstyle/shakespeare"  # the published Shakespeare adapter that load_shakespearean() loads
 ADAPTER_CONFIG = "adapter_config.json"
 README = "README.md"
-# What loading needs from a Hub repo: configs, tokenizer, card and safetensors weights (no plots, no pickles).
-_SNAPSHOT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", README]
 
 
 @dataclass
@@ -143,11 +141,11 @@ def load_style(
     ``revision`` is the style repo's branch, tag or commit. ``base`` overrides the base model the repo names (a
     local folder or Hub id): the adapter goes on top of it, and a merged repo's ``compare`` uses it.
     """
-    from hubstyle.models import check_safe_weights
+    from hubstyle.models import check_safe_weights, has_tokenizer, local_copy
     from hubstyle.models import device as default_device
 
     dev = torch.device(device) if device is not None else default_device()
-    folder = _local_copy(repo_or_path, revision)
+    folder = local_copy(repo_or_path, revision)
     card_base = _card_base_model(folder)
     if (folder / ADAPTER_CONFIG).is_file():
         from peft import PeftModel
@@ -165,7 +163,7 @@ def load_style(
             raise HubstyleError(
                 f"adapter '{repo_or_path}' does not fit the base '{base_id}': {str(err).splitlines()[0]}"
             ) from None
-        tokenizer = _load_tokenizer(folder if _has_tokenizer(folder) else base_id)
+        tokenizer = _load_tokenizer(folder if has_tokenizer(folder) else base_id)
         return StyleGenerator(model, tokenizer, str(repo_or_path), "adapter", base_id, dev,
                               chat_format=_chat_format(folder, tokenizer), restyler=_restyler_facts(folder))
     if (folder / "config.json").is_file():
@@ -246,38 +244,6 @@ def _seeded(seed: int | None, dev: torch.device) -> Iterator[None]:
         yield
 
 
-def _local_copy(repo_or_path: str | os.PathLike, revision: str | None) -> Path:
-    """Return a local folder with the repo's files: the folder itself, or a snapshot of the Hub repo."""
-    path = Path(repo_or_path).expanduser()
-    if path.is_dir():
-        if revision is not None:
-            raise HubstyleError(f"revision='{revision}' only applies to Hub repos; '{repo_or_path}' is a local folder")
-        return path
-    text = str(repo_or_path)
-    if text.startswith((".", "/", "~")) or text.count("/") != 1:
-        raise HubstyleError(f"'{text}' is neither a local folder nor a Hub repo id like 'alice/shakespeare'")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    try:
-        return Path(snapshot_download(text, revision=revision, allow_patterns=_SNAPSHOT_PATTERNS))
-    except GatedRepoError:
-        raise HubstyleError(f"'{text}' is gated on the Hub; accept its terms and log in (hf auth login)") from None
-    except RevisionNotFoundError:
-        raise HubstyleError(f"revision '{revision}' does not exist in '{text}'; use a branch, tag or commit") from None
-    except RepositoryNotFoundError:
-        raise HubstyleError(f"model repo '{text}' does not exist on the Hub (or is private); check the id") from None
-    except LocalEntryNotFoundError:
-        raise HubstyleError(
-            f"'{text}' is not in the local cache and the Hub cannot be reached (offline?); connect or give a folder"
-        ) from None
-
-
 def _load_causal_lm(path_or_id: str | os.PathLike, dev: torch.device):
     from hubstyle.models import load_base
 
@@ -288,10 +254,6 @@ def _load_tokenizer(path_or_id: str | os.PathLike):
     from hubstyle.models import load_tokenizer
 
     return load_tokenizer(path_or_id)
-
-
-def _has_tokenizer(folder: Path) -> bool:
-    return any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
 
 
 def _card_base_model(folder: Path) -> str | None:

@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import re
 import shutil
 import time
@@ -22,17 +21,20 @@ from typing import Callable
 import torch
 
 from hubstyle.chat import IGNORE_INDEX
+from hubstyle.env import quiet
 from hubstyle.errors import HubstyleError
 from hubstyle.fsio import atomic_folder, distributed_state
 from hubstyle.models import autocast, bf16_supported
 from hubstyle.packing import Blocks, as_blocks
+from hubstyle.tracking import Tracker, step_metrics
 
 CHECKPOINT_PREFIX = "step-"
 CHECKPOINT_NAME = re.compile(r"step-\d{7}")  # a finished checkpoint's folder; anything else there is ignored
 PROGRESS_FILE = "progress.json"  # written last into a checkpoint: its completion marker
+SCORE_CHUNK = 1024  # positions per slice of the output head when scoring: 1024 x 49,152 fp32 logits = 200 MB
 # Settings a resumed run may change: they move memory, time or logging, never the weights it ends with.
 RESUME_FREE = frozenset({"checkpoint_every", "eval_every", "gradient_accumulation", "gradient_checkpointing", "desc",
-                         "time_budget_s"})
+                         "time_budget_s", "report_to"})
 
 
 @dataclass
@@ -70,11 +72,6 @@ class LoopResult:
     def as_dict(self) -> dict:
         """Return the result as plain data."""
         return asdict(self)
-
-
-def quiet() -> bool:
-    """Return whether progress bars are off (HUBSTYLE_QUIET=1, as in tests)."""
-    return os.environ.get("HUBSTYLE_QUIET", "") not in ("", "0")
 
 
 def lr_at(step: int, settings: LoopSettings, elapsed_fraction: float | None = None) -> float:
@@ -151,6 +148,12 @@ def token_loss_sum(model, batch: Blocks) -> tuple[torch.Tensor, int]:
     else:
         backbone, head = parts
         hidden = backbone(**kwargs).last_hidden_state[:, :-1][keep]
+        if not torch.is_grad_enabled():  # scoring: the head in slices, never all positions' logits at once
+            labels = targets[keep]
+            loss = sum(torch.nn.functional.cross_entropy(head(hidden[i : i + SCORE_CHUNK]).float(),
+                                                         labels[i : i + SCORE_CHUNK], reduction="sum")
+                       for i in range(0, len(labels), SCORE_CHUNK))
+            return torch.as_tensor(loss, dtype=torch.float32), count
         logits = head(hidden)
     loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
     return loss, count
@@ -192,11 +195,13 @@ def train_loop(
     on_checkpoint: Callable[[Path], None] | None = None,
     run_config: dict | None = None,
     loss_fn: LossFn = token_loss_sum,
+    tracker: Tracker | None = None,
 ) -> LoopResult:
     """Return the LoopResult of training `model`'s trainable parameters on `train_blocks` in place.
 
     `loss_fn` scores one batch (default: next-token loss on packed causal blocks); a seq2seq run passes
-    `hubstyle.seq2seq.pair_loss_sum` with its encoder/decoder `PairBatch` as the blocks.
+    `hubstyle.seq2seq.pair_loss_sum` with its encoder/decoder `PairBatch` as the blocks. `tracker` (hubstyle.tracking)
+    gets each step's loss, learning rate, tokens/s and validation loss.
 
     Checkpoints record `run_config` (default: `settings`), a hash of the training blocks and `max_steps`; `resume`
     refuses a checkpoint whose record differs from this run's. A run that does not resume starts its checkpoint
@@ -249,6 +254,7 @@ def train_loop(
     )
     loss_value = None
     for step in range(start_step, settings.max_steps):
+        step_began = time.perf_counter()
         elapsed = seconds_before + time.perf_counter() - t0
         if settings.time_budget_s and world > 1:  # one clock for all ranks: same stop step, same learning rate
             elapsed = broadcast(torch.tensor([elapsed], dtype=torch.float64, device=accelerator.device)).item()
@@ -281,11 +287,14 @@ def train_loop(
         optimizer.zero_grad(set_to_none=True)
         loss_value = accelerator.reduce(loss.float(), reduction="sum").item()
         record = {"step": step + 1, "loss": loss_value, "lr": lr, "tokens": tokens_seen}
+        step_tokens_per_second = step_batch.real_tokens() / max(1e-9, time.perf_counter() - step_began)
         done = step + 1
         if val_blocks is not None and settings.eval_every and (done % settings.eval_every == 0 or done == settings.max_steps):
             record["val_loss"] = mean_nll(model, val_blocks, batch_size=settings.batch_size, bf16=use_bf16,
                                           loss_fn=loss_fn)
         history.append(record)
+        if tracker is not None:
+            tracker.log(step_metrics(record, step_tokens_per_second), done)
         if settings.time_budget_s:  # the clock, not max_steps, ends this run: show the steps it will reach
             per_step = (time.perf_counter() - t0) / (done - start_step)
             left = max(0.0, settings.time_budget_s - seconds_before - (time.perf_counter() - t0))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hubstyle.errors import HubstyleError
+from hubstyle.fsio import file_sha256
 from hubstyle.layout import RunLayout
 
 SCHEMA = "hubstyle.run_manifest"
@@ -43,6 +44,7 @@ class StageRecord:
     built_commit: str | None = None  # the git commit hubstyle ran from then (None outside a git work tree)
     inputs: dict[str, str] = field(default_factory=dict)  # input name -> sha256: says which input changed
     facts: dict[str, Any] = field(default_factory=dict)  # small facts the stage records (sample and token counts)
+    peak_rss_mb: float | None = None  # the stage's own peak resident memory (hubstyle.memory), when it ran
 
 
 @dataclass
@@ -179,38 +181,35 @@ def source_files(source: str) -> list[dict[str, str | None]]:
         spec = NAMED_CORPORA[source]
         if spec.package is not None:
             paths = package_files(spec.package, what=f"named corpus {source!r}")
-            return [{"file": f"{spec.package.package}/{p.name}", "sha256": file_sha256(p)} for p in paths]
+            return [{"file": f"{spec.package.package}/{p.name}", "sha256": file_key(p)} for p in paths]
         found = []
         for file in spec.files:
             local = [p for p in ((data_dir() or Path("/nonexistent")) / file.path, download_cache_dir() / file.path)
                      if p.is_file()]
-            found.append({"file": file.path, "sha256": file_sha256(local[0]) if local else file.sha256})
+            found.append({"file": file.path, "sha256": file_key(local[0]) if local else file.sha256})
         return found
     if source.startswith(HF_PREFIX):
         folder = Path(source[len(HF_PREFIX):].split(":")[0]).expanduser()
         if folder.is_dir():
-            return [{"file": p.relative_to(folder).as_posix(), "sha256": file_sha256(p)}
+            return [{"file": p.relative_to(folder).as_posix(), "sha256": file_key(p)}
                     for p in sorted(folder.rglob("*")) if p.is_file()]
         return [{"file": source, "sha256": None}]
     path = Path(source).expanduser()
     if path.is_dir():
-        return [{"file": f"{path.name}/{p.relative_to(path).as_posix()}", "sha256": file_sha256(p)}
+        return [{"file": f"{path.name}/{p.relative_to(path).as_posix()}", "sha256": file_key(p)}
                 for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith(".")]
     if not path.is_file():
-        raise HubstyleError(f"'{source}' is neither a file, a folder, a named corpus nor hf:owner/name; check the path")
-    return [{"file": path.name, "sha256": file_sha256(path)}]
+        raise HubstyleError(f"'{source}' not found: it is neither a file, a folder, a named corpus nor "
+                            "hf:owner/name; check the path")
+    return [{"file": path.name, "sha256": file_key(path)}]
 
 
-def file_sha256(path: Path) -> str:
+def file_key(path: Path) -> str:
     """Return the sha256 of the file at ``path`` (of its size and mtime, for files over CONTENT_HASH_LIMIT)."""
     stat = path.stat()
     if stat.st_size > CONTENT_HASH_LIMIT:
         return digest({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            sha.update(chunk)
-    return sha.hexdigest()
+    return file_sha256(path)
 
 
 def now() -> str:

@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from hubstyle.config import QUANTIZATIONS
 from hubstyle.errors import HubstyleError
 from hubstyle.fsio import atomic_folder
 from hubstyle.layout import TRAINING_FACTS
-from hubstyle.models import BASE_ADAPTER_NAME, load_adapters, load_base
-
-QUANTIZATIONS = ("4bit", "8bit")
+from hubstyle.models import BASE_ADAPTER_NAME, has_tokenizer, load_adapters, load_base
+from hubstyle.repo_ids import is_local_path
 
 # What peft 0.21's LoraModel.add_weighted_adapter accepts (see its _check_add_weighted_adapter).
 COMBINATION_TYPES = (
@@ -57,7 +57,6 @@ DENSITY_TYPES = frozenset(t for t in COMBINATION_TYPES if t.startswith(("ties", 
 # These elect a sign per entry; majority_sign_method picks how.
 SIGN_TYPES = frozenset({"ties", "ties_svd", "dare_ties", "dare_ties_svd"})
 MAJORITY_SIGN_METHODS = ("total", "frequency")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 
 @dataclass
@@ -153,7 +152,7 @@ def merge_adapter(
         merged = model.merge_and_unload(safe_merge=True)
     except ValueError as err:  # safe_merge found NaNs
         raise HubstyleError(f"merging adapter '{adapter}' failed: {err}; check the adapter's weights") from err
-    tok_src = adapter_dir if _has_tokenizer(adapter_dir) else base
+    tok_src = adapter_dir if has_tokenizer(adapter_dir) else base
     notes.append(f"tokenizer from the {'adapter folder' if tok_src == adapter_dir else 'base'}")
     with atomic_folder(out_dir) as stage:
         merged.save_pretrained(stage, safe_serialization=True)
@@ -222,7 +221,7 @@ def blend_adapters(
 
     model = load_adapters(load_base(base, dtype=torch.float32), dirs)
     rank = _add_weighted(model, names, weight_list, name, combination_type, density, majority_sign_method, svd_rank)
-    tok_src = next((d for d in dirs.values() if _has_tokenizer(d)), None)
+    tok_src = next((d for d in dirs.values() if has_tokenizer(d)), None)
     with atomic_folder(out_dir) as stage:
         peft_out = stage / ".peft"
         model.save_pretrained(peft_out, selected_adapters=[name], safe_serialization=True)
@@ -478,7 +477,7 @@ def _resolve_adapter(name: str, where: str | os.PathLike) -> Path:
     if path.is_dir():
         return path
     text = str(where)
-    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:
+    if path.exists() or is_local_path(text):
         raise HubstyleError(f"adapter '{name}' folder '{where}' does not exist; check the path")
     try:
         from huggingface_hub import snapshot_download
@@ -527,15 +526,11 @@ def _normalise_base(base: str | os.PathLike | None) -> str | None:
     if path.exists():
         return str(path.resolve())
     text = str(base)
-    return os.path.normpath(text) if text.startswith((".", "/", "~")) else text.rstrip("/")
+    return os.path.normpath(text) if is_local_path(text) else text.rstrip("/")
 
 
 def _describe(quantization: str) -> str:
     return "4-bit (nf4)" if quantization == "4bit" else "8-bit"
-
-
-def _has_tokenizer(folder: Path) -> bool:
-    return any((folder / f).is_file() for f in TOKENIZER_FILES)
 
 
 def _save_tokenizer(src: str | os.PathLike, dst: Path) -> None:

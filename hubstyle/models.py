@@ -10,11 +10,15 @@ from typing import Iterator, Mapping
 
 import torch
 
+from hubstyle.env import env_flag
 from hubstyle.errors import HubstyleError
+from hubstyle.layout import PICKLE_SUFFIXES, TOKENIZER_FILES
+from hubstyle.repo_ids import check_repo_id, is_local_path
 
 BASE_ADAPTER_NAME = "__base__"  # peft's name for "no adapter" in mixed-adapter batches
+# What loading needs from a Hub repo: configs, tokenizer, card and safetensors weights (no plots, no pickles).
+SNAPSHOT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "README.md"]
 ALLOW_PICKLE_ENV = "HUBSTYLE_ALLOW_PICKLE"  # =1: the user trusts pickle weights (.bin/.pt/.pth); the one opt-in
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")  # torch.load runs code hidden in these
 
 
 def device() -> torch.device:
@@ -103,7 +107,7 @@ def resolve_dtype(base_dtype: str, method: str) -> torch.dtype:
 
 def pickle_allowed() -> bool:
     """Return whether the user opted in to loading pickle weights (HUBSTYLE_ALLOW_PICKLE=1)."""
-    return os.environ.get(ALLOW_PICKLE_ENV, "") not in ("", "0")
+    return env_flag(ALLOW_PICKLE_ENV)
 
 
 def _pickle_message(file: str) -> str:
@@ -153,7 +157,7 @@ def _check_exists(path_or_id: str | os.PathLike) -> str:
     from hubstyle.bases import loadable_path
 
     text = loadable_path(str(path_or_id))
-    looks_local = text.startswith((".", "/", "~")) or os.sep in text and Path(text).parent.exists()
+    looks_local = is_local_path(text)
     if looks_local and not Path(text).expanduser().exists():
         raise HubstyleError(f"model folder '{text}' does not exist; check the path or give a Hub repo id")
     return str(Path(text).expanduser()) if looks_local else text
@@ -171,6 +175,46 @@ def load_tokenizer(path_or_id: str | os.PathLike, revision: str | None = None, *
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
     return tok
+
+
+def has_tokenizer(folder: str | os.PathLike) -> bool:
+    """Return whether ``folder`` holds a tokenizer of its own (one of the files a saved tokenizer is made of)."""
+    return any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)
+
+
+def local_copy(repo_or_path: str | os.PathLike, revision: str | None = None) -> Path:
+    """Return a local folder with the repo's files: the folder itself, or a snapshot of the Hub repo (configs,
+    tokenizer, card and safetensors weights)."""
+    path = Path(repo_or_path).expanduser()
+    if path.is_dir():
+        if revision is not None:
+            raise HubstyleError(f"revision='{revision}' only applies to Hub repos; '{repo_or_path}' is a local folder")
+        return path
+    text = str(repo_or_path)
+    try:
+        check_repo_id(text)
+    except HubstyleError:
+        raise HubstyleError(f"'{text}' is neither a local folder nor a Hub repo id like 'alice/shakespeare'") from None
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        return Path(snapshot_download(text, revision=revision, allow_patterns=SNAPSHOT_PATTERNS))
+    except GatedRepoError:
+        raise HubstyleError(f"'{text}' is gated on the Hub; accept its terms and log in (hf auth login)") from None
+    except RevisionNotFoundError:
+        raise HubstyleError(f"revision '{revision}' does not exist in '{text}'; use a branch, tag or commit") from None
+    except RepositoryNotFoundError:
+        raise HubstyleError(f"model repo '{text}' does not exist on the Hub (or is private); check the id") from None
+    except LocalEntryNotFoundError:
+        raise HubstyleError(
+            f"'{text}' is not in the local cache and the Hub cannot be reached (offline?); connect or give a folder"
+        ) from None
 
 
 def load_base(
@@ -269,7 +313,7 @@ def _loading(where: str | os.PathLike) -> Iterator[None]:
 
 def _cache_folder(repo_id: str) -> Path | None:
     """Return the HF cache folder of model repo ``repo_id`` (None for a local path or when nothing is cached)."""
-    if Path(repo_id).expanduser().exists() or repo_id.count("/") > 1:
+    if Path(repo_id).expanduser().exists() or is_local_path(repo_id):
         return None
     from huggingface_hub import constants
     from huggingface_hub.file_download import repo_folder_name

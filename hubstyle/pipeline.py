@@ -5,24 +5,24 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Mapping
 
-from hubstyle.bases import TINY_BASE, ResolvedBase, resolve_base
+from hubstyle.bases import ResolvedBase
 from hubstyle.chat import IGNORE_INDEX
-from hubstyle.config import RunConfig
-from hubstyle.data import Conversation, Splits, split_blocks
+from hubstyle.config import TINY_BASE, RunConfig
+from hubstyle.data import Splits, split_blocks
 from hubstyle.dataset import (
     OTHER_SPEAKERS, StyleData, build_style_data, generic_splits, other_speakers, sample_text, style_blocks,
 )
 from hubstyle.errors import HubstyleError
-from hubstyle.facts import facts_for_run, write_facts
+from hubstyle.facts import PACKAGED_PROMPTS, Dataset, RunFacts, facts_from_metrics, write_facts
 from hubstyle.fsio import atomic_folder, atomic_write, is_main_process
-from hubstyle.layout import RunLayout
-from hubstyle.models import check_cutoff, is_seq2seq, remote_code, remote_code_allowed
-from hubstyle.pretrain import PRETRAIN_REPORT, BigramBaseline, pretrain_base
-from hubstyle.samples import write_samples
+from hubstyle.layout import PRETRAIN_REPORT, RunLayout
+from hubstyle.models import check_cutoff, is_seq2seq, remote_code_allowed
+from hubstyle.pretrain import BigramBaseline, pretrain_base
+from hubstyle.tracking import check_report_to, evaluation_metrics, open_tracker
 from hubstyle.train import TrainReport, train
 
 METRICS_SCHEMA = "hubstyle.metrics/1"
@@ -57,7 +57,7 @@ def heldout_losses(
     from hubstyle.evaluate.pair import load_pair
 
     if is_seq2seq(base):  # scored on (input, target) pairs, not packed blocks
-        from hubstyle.seq2seq import heldout_losses as pair_losses
+        from hubstyle.evaluate.seq2seq import heldout_losses as pair_losses
 
         return pair_losses(base, trained, texts, block_size, max_blocks)
 
@@ -140,44 +140,6 @@ def bigram_loss(base: str, train_texts: list, test_texts: list, block_size: int,
     return model.mean_nll(test.input_ids, mask=test.labels[:, 1:] != IGNORE_INDEX)
 
 
-@dataclass
-class RunResult:
-    """What `run` produced: the layout, the training report and the metrics written to metrics.json."""
-
-    layout: RunLayout
-    training: TrainReport
-    metrics: dict = field(default_factory=dict)
-
-
-def run(cfg: RunConfig, *, resume: bool = False, log=print) -> RunResult:
-    """Return the RunResult of training `cfg`'s style adapter (pretraining the tiny base first if asked).
-
-    Under a multi-process launch every process trains; the main process alone writes files, logs and evaluates (the
-    others return after training, with empty metrics). The base's own code runs only if `cfg.trust_remote_code`.
-    """
-    with remote_code(cfg.trust_remote_code):
-        return _run(cfg, resume=resume, log=log)
-
-
-def _run(cfg: RunConfig, *, resume: bool, log) -> RunResult:
-    main = is_main_process()
-    log = log if main else (lambda *_: None)
-    blocks = style_blocks(cfg)  # bad corpora and bases fail here, before anything is written
-    resolved = resolve_base(cfg.base_model, log=log) if cfg.base_model != TINY_BASE else None
-    check_run(cfg, resolved, chat=any(isinstance(b, Conversation) for samples in blocks.values() for b in samples))
-    count_tokens = count_tokens_with(resolved.path, cfg.chat.template) if resolved else None
-    layout = RunLayout(cfg.out)
-    if main:  # the training set as the run built it: `hubstyle push --what dataset` publishes it
-        write_samples(layout.data, blocks)
-    base, pretrain_facts = ensure_base(cfg, layout, log) if resolved is None else (resolved.path, None)
-    data: StyleData = build_style_data(cfg, count_tokens or count_tokens_with(base, cfg.chat.template), blocks)
-    report = train_style(cfg, layout, base, data, resume=resume, log=log)
-    if not main:
-        return RunResult(layout=layout, training=report)
-    metrics = measure(cfg, layout, base, resolved, pretrain_facts, data, report, log)
-    return RunResult(layout=layout, training=report, metrics=metrics)
-
-
 def check_run(cfg: RunConfig, resolved: ResolvedBase | None, *, chat: bool) -> None:
     """Raise before any work when the run cannot succeed: a context too short, a chat template missing for chat
     samples, a seq2seq base given plain text or decoder-only options, unknown LoRA target modules, a missing prompt
@@ -195,6 +157,7 @@ def check_run(cfg: RunConfig, resolved: ResolvedBase | None, *, chat: bool) -> N
         _check_chat_template(cfg, resolved)
     if resolved is not None and cfg.training.target_modules:
         _check_target_modules(resolved.path, cfg.training.target_modules)
+    check_report_to(cfg.training.report_to)  # a tracker whose package is missing fails now, not after the data
     if cfg.evaluation.enabled:  # a missing or empty prompt file fails now, not after training
         _check_prompt_files(cfg)
 
@@ -208,11 +171,14 @@ def train_style(cfg: RunConfig, layout: RunLayout, base: str, data: StyleData, *
         log(f"style '{label}': {counts['train']:,} train / {counts['validation']:,} validation / {counts['test']:,} test tokens")
     validation = [t for s in data.splits.values() for t in s.validation]
     out_dir = layout.trained(cfg.training.method)
-    report = train(
-        base, data.all_train_texts(), validation, out_dir, cfg.training, chat=cfg.chat,
-        checkpoint_dir=layout.checkpoints, resume=resume,
-        data_facts={"styles": data.token_counts, "mix": data.mix_report},
-    )
+    with open_tracker(cfg.training.report_to, layout.root, cfg.to_dict(), mode="resume" if resume else "new") as tracker:
+        for where in tracker.destinations:
+            log(f"tracking: {where}")
+        report = train(
+            base, data.all_train_texts(), validation, out_dir, cfg.training, chat=cfg.chat,
+            checkpoint_dir=layout.checkpoints, resume=resume,
+            data_facts={"styles": data.token_counts, "mix": data.mix_report}, tracker=tracker,
+        )
     if is_main_process():
         # written once the run trained: a resume refused for another config leaves the config that made the checkpoints
         atomic_write(layout.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -258,8 +224,32 @@ def measure(
     )
     write_metrics(layout, metrics)
     style_split = "test" if data.splits[cfg.style].test else "validation"  # what style_test above is cut from
-    write_facts(layout, facts_for_run(metrics, cfg, style_split))
+    facts = facts_for_run(metrics, cfg, style_split)
+    write_facts(layout, facts)
+    with open_tracker(cfg.training.report_to, layout.root, cfg.to_dict(), mode="append") as tracker:
+        tracker.log(evaluation_metrics(facts), report.steps)  # the figures at the step the adapter was saved
     return metrics
+
+
+def corpus_dataset(source: str, label: str | None = None) -> Dataset:
+    """Return the Dataset of corpus ``source``: its Hub id from hubstyle's named corpora, or from 'hf:owner/name'."""
+    from hubstyle.data.sources import hub_dataset
+
+    hub_id, config = hub_dataset(source)
+    return Dataset(source=source, label=label, hub_id=hub_id, hub_config=config)
+
+
+def facts_for_run(metrics: Mapping[str, Any], cfg: RunConfig, style_split: str) -> RunFacts:
+    """Return the facts of a pipeline run of ``cfg`` whose metrics are ``metrics``."""
+    prompts = cfg.evaluation.prompts
+    return facts_from_metrics(
+        metrics,
+        corpora=[corpus_dataset(c.source, c.label) for c in cfg.corpora],
+        generic=corpus_dataset(cfg.generic_corpus),
+        style_split=style_split,
+        prompt_set=Path(prompts).name if prompts else PACKAGED_PROMPTS,
+        pretrain_corpus=corpus_dataset(cfg.pretrain.corpus) if metrics.get("pretrain") is not None else None,
+    )
 
 
 def _check_target_modules(base: str, names: list[str]) -> None:
@@ -309,7 +299,7 @@ def evaluate(
     ev = cfg.evaluation
     log("evaluating base vs tuned (style rate, perplexity, demo table) ...")
     if is_seq2seq(base):  # each prompt is the encoder's input; losses on (input, target) pairs
-        from hubstyle.seq2seq import evaluate_seq2seq
+        from hubstyle.evaluate.seq2seq import evaluate_seq2seq
 
         result = evaluate_seq2seq(
             base, str(adapter), classifier=classifier,

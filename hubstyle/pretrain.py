@@ -12,11 +12,10 @@ import torch
 from hubstyle.config import PretrainConfig
 from hubstyle.errors import HubstyleError
 from hubstyle.fsio import atomic_folder, is_main_process, wait_for_everyone
+from hubstyle.layout import PRETRAIN_REPORT
 from hubstyle.loop import LoopSettings, mean_nll, train_loop
 from hubstyle.packing import pack
 from hubstyle.plots import plot_loss
-
-PRETRAIN_REPORT = "pretrain_report.json"
 
 SPECIAL_TOKENS = ["<|endoftext|>"]
 

@@ -22,7 +22,6 @@ from hubstyle.card import (
     adapter_card,
     base_card,
     card_links,
-    check_repo_id,
     classifier_card,
     full_card,
     gguf_card,
@@ -30,9 +29,17 @@ from hubstyle.card import (
 )
 from hubstyle.errors import HubstyleError
 from hubstyle.facts import RunFacts, load_facts
-from hubstyle.evaluate.classifier import CONFUSION_FILE
 from hubstyle.fsio import atomic_folder
-from hubstyle.layout import LOSS_PLOT, MANIFEST, RunLayout
+from hubstyle.layout import (
+    CONFUSION_FILE,
+    LOSS_PLOT,
+    MANIFEST,
+    PICKLE_SUFFIXES,
+    TOKENIZER_CONFIG,
+    TOKENIZER_FILES,
+    RunLayout,
+)
+from hubstyle.repo_ids import check_repo_id, is_local_path
 
 PUBLISHABLE = ("base", "adapter", "merged", "classifier", "gguf")  # gguf after merged: it exports that folder
 README = "README.md"  # the card, as the Hub names it
@@ -40,8 +47,6 @@ README = "README.md"  # the card, as the Hub names it
 REPO_SUFFIXES = {"adapter": "", "merged": "-merged", "classifier": "-classifier", "base": "-base", "space": "-space",
                  "gguf": "-GGUF", "dataset": "-data"}  # -GGUF: the Hub's convention for llama.cpp files
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-TOKENIZER_FILES = frozenset({"tokenizer.json", "vocab.json", "merges.txt", "tokenizer.model", "spiece.model"})
-PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})  # never published (STYLE: no pickles)
 TEXT_SUFFIXES = frozenset({".json", ".md", ".txt", ".yaml", ".yml", ".jinja", ".py", ".csv"})
 # Keys that only describe the machine a file was written on (transformers 5 writes the last two into
 # tokenizer_config.json: the folder it loaded from was local, and whether it was offline).
@@ -144,7 +149,7 @@ def local_base_folder(layout: RunLayout, base_model: str) -> Path | None:
         path = Path(text).expanduser()
         if path.is_dir():
             return path
-        if not (text.startswith((".", "/", "~")) or text.count("/") > 1):
+        if not is_local_path(text):
             return None
         candidate = layout.base if path.name == layout.base.name else path
     if not candidate.is_dir():
@@ -184,7 +189,8 @@ def _build_adapter(layout: RunLayout, facts: RunFacts, ids: RepoIds, out: Path, 
     demo = _copy_demo_table(layout, out, replacements)
     _copy_required(layout.classifier / CONFUSION_FILE, out / CONFUSION_FILE, "the classifier's confusion matrix")
     plots = _copy_eval_plots(layout, out)
-    return adapter_card(facts, ids, demo, eval_plots=plots, manifest=_copy_manifest(layout, out, replacements))
+    return adapter_card(facts, ids, demo, eval_plots=plots, manifest=_copy_manifest(layout, out, replacements),
+                        logs=_copy_logs(layout, out))
 
 
 def _build_merged(layout: RunLayout, facts: RunFacts, ids: RepoIds, base: str | Path, out: Path, replacements):
@@ -267,6 +273,18 @@ def _copy_manifest(layout: RunLayout, out: Path, replacements: Mapping[str, str]
     return MANIFEST
 
 
+def _copy_logs(layout: RunLayout, out: Path) -> str | None:
+    """Return the repo folder of the run's TensorBoard logs after copying them into ``out``; None when the run logged
+    none (training.report_to without tensorboard)."""
+    from hubstyle.tracking import PUBLISHED_LOGS, published_event_files
+
+    files = published_event_files(layout.root)
+    for source, name in files:
+        (out / PUBLISHED_LOGS).mkdir(exist_ok=True)
+        shutil.copyfile(source, out / PUBLISHED_LOGS / name)
+    return PUBLISHED_LOGS if files else None
+
+
 def _copy_eval_plots(layout: RunLayout, out: Path) -> list[str]:
     """Return the repo paths of the evaluation plots (RUN/eval/*.png) after copying them into ``out/eval/``."""
     plots = []
@@ -299,7 +317,8 @@ def _scrub_folder(folder: Path, replacements: Mapping[str, str]) -> None:
 def _scrub_json(file: Path, replacements: Mapping[str, str]) -> None:
     """Rewrite ``file`` without machine-specific keys and local paths (left byte-for-byte alone when clean)."""
     data = _read_json(file, file.name)
-    clean = _scrub(data, replacements, vocabulary=file.name in TOKENIZER_FILES)
+    vocabulary = file.name in TOKENIZER_FILES and file.name != TOKENIZER_CONFIG  # its keys are tokens, not settings
+    clean = _scrub(data, replacements, vocabulary=vocabulary)
     if clean != data:
         _write_json(file, clean)
 
@@ -320,7 +339,7 @@ def _scrub(value: Any, replacements: Mapping[str, str], *, vocabulary: bool) -> 
     for local, public in replacements.items():
         if public == "." and value.startswith(local + "/"):
             return value[len(local) + 1 :]  # a path inside the run folder becomes relative to it
-    if not vocabulary and _is_local_path(value):
+    if not vocabulary and _is_machine_path(value):
         return Path(value).name
     return value
 
@@ -328,8 +347,9 @@ def _scrub(value: Any, replacements: Mapping[str, str], *, vocabulary: bool) -> 
 _ABSOLUTE = re.compile(r"^(~|/)[^\s]*$")
 
 
-def _is_local_path(text: str) -> bool:
-    """Return whether ``text`` is an absolute path on this machine (its top folder exists), e.g. '/home/x/y'."""
+def _is_machine_path(text: str) -> bool:
+    """Return whether ``text`` is an absolute path on this machine (its top folder exists), e.g. '/home/x/y': a
+    leaked path to scrub from a published file (not whether a name is a path or a Hub id: see repo_ids)."""
     if not _ABSOLUTE.match(text) or text in ("/", "~"):
         return False
     path = Path(text).expanduser()

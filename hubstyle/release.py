@@ -7,14 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from hubstyle.config import RELEASE_KINDS
 from hubstyle.errors import HubstyleError
 from hubstyle.layout import RunLayout
 
 if TYPE_CHECKING:
     from hubstyle.card import RepoIds
 
-# The training set (dataset) goes before the model repos whose cards cite it.
-RELEASE_KINDS = ("base", "dataset", "adapter", "merged", "classifier", "gguf", "space")
 REPO_TYPES = {"dataset": "dataset", "space": "space"}  # every other part is a model repo
 SPACE_EMOJI = "🎭"
 
@@ -37,6 +36,7 @@ def prepare_release(
     Parts the run has nothing for (a full fine-tune: no adapter, no Space) are skipped, each with one logged line;
     asking only for such parts is an error.
     """
+    from hubstyle.card import hub_datasets
     from hubstyle.dataset_repo import build_dataset_folder
     from hubstyle.facts import load_facts
     from hubstyle.publish import build_publish_folders
@@ -78,6 +78,7 @@ def prepare_release(
             short_description=f"Base vs {style} style, side by side"[:60],
             examples=[row["prompt"] for row in table["rows"]],
             chat=decoding.get("chat"),
+            datasets=hub_datasets(facts, ids) or (),  # the adapter card's `datasets:`, so the Hub links them all
         )
         out.append(ReleaseFolder("space", space, ids.space, "space"))
     return out

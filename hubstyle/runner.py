@@ -22,9 +22,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from hubstyle.config import PushConfig, RunConfig
+from hubstyle.config import TINY_BASE, PushConfig, RunConfig
 from hubstyle.errors import HubstyleError
-from hubstyle.layout import SAMPLES, TRAINING_FACTS, RunLayout
+from hubstyle.layout import PRETRAIN_REPORT, SAMPLES, TRAINING_FACTS, RunLayout
 from hubstyle.manifest import (
     CACHED,
     KEY_PACKAGES,
@@ -45,10 +45,9 @@ from hubstyle.manifest import (
 from hubstyle.samples import read_samples, write_samples
 
 STAGES = ("data", "base", "train", "evaluate", "publish", "push")
+TRAINING_STAGES = ("data", "base", "train")  # what every process of a multi-process launch runs
 READS = {"data": (), "base": (), "train": ("data", "base"), "evaluate": ("train",), "publish": ("evaluate",),
          "push": ("publish",)}
-TINY_BASE = "tiny"  # hubstyle.bases.TINY_BASE, spelled here so planning imports no model code
-PRETRAIN_REPORT = "pretrain_report.json"  # hubstyle.pretrain.PRETRAIN_REPORT, likewise
 PLACEHOLDER_OWNER = "your-username"  # the owner in publish folders built for no real repo
 RUN, SKIP = "run", "skip"
 
@@ -77,6 +76,16 @@ class Step:
 
 
 @dataclass
+class RunResult:
+    """What `run` produced: the layout, the training report and the metrics written to metrics.json."""
+
+    layout: RunLayout
+    training: Any
+    metrics: dict = field(default_factory=dict)
+    manifest: RunManifest | None = None  # run.json as this invocation left it (stages, their time and peak memory)
+
+
+@dataclass
 class RunnerResult:
     """What `run_config` did: the plan it followed and the manifest it wrote (None after a dry run)."""
 
@@ -84,6 +93,7 @@ class RunnerResult:
     steps: list[Step]
     manifest: RunManifest | None = None
     metrics: dict | None = None  # the evaluate stage's metrics, when it ran in this invocation
+    training: Any = None  # the TrainReport (trained now, or read from the adapter folder); None before training
 
 
 def run_config(
@@ -95,21 +105,31 @@ def run_config(
     repo_id: str | None = None,
     tag: str | None = None,
     push: bool | None = None,
+    until: str | None = None,
+    resume: bool = False,
     log: Callable[[str], None] = print,
 ) -> RunnerResult:
     """Return what running `cfg` stage by stage did (with `dry_run`, the plan alone: nothing is written).
 
     `repo_id` and `tag` override the config's `push:` section; `push` True requires the push (an error when it
-    cannot run), False forbids it, None lets the config and the token decide.
+    cannot run), False forbids it, None lets the config and the token decide. `until` is the last stage that may run
+    (``hubstyle train`` stops after evaluate); `resume` continues training from the newest checkpoint. Under a
+    multi-process launch every process trains; the main process alone writes run.json, logs and evaluates.
     """
-    if from_stage is not None and from_stage not in STAGES:
-        raise HubstyleError(f"--from '{from_stage}' is not a stage; stages are {', '.join(STAGES)}")
+    from hubstyle.fsio import is_main_process
+    from hubstyle.memory import StageMeter
+
+    for option, value in (("--from", from_stage), ("until", until)):
+        if value is not None and value not in STAGES:
+            raise HubstyleError(f"{option} '{value}' is not a stage; stages are {', '.join(STAGES)}")
+    main = is_main_process()
+    log = log if main else (lambda *_: None)
     layout = RunLayout(cfg.out)
     started, start = now(), time.perf_counter()
-    settings = push_settings(cfg, repo_id=repo_id, tag=tag, push=push)
+    settings = push_settings(cfg, repo_id=repo_id, tag=tag, push=push if main else False)
     previous = read_manifest(layout)
     files, inputs = stage_inputs(cfg, settings)
-    steps = plan(cfg, layout, previous, inputs, settings, from_stage=from_stage)
+    steps = plan(cfg, layout, previous, inputs, settings, from_stage=from_stage, until=until)
     found = "no run.json yet" if previous is None else "run.json found"
     log(f"{'plan' if dry_run else 'running'} {layout.root} ({found}):")
     for step in steps:
@@ -124,27 +144,45 @@ def run_config(
     )
     from hubstyle.models import remote_code  # torch: only once there is work to do
 
-    work = _Stages(cfg, layout, settings, log)
+    work = _Stages(cfg, layout, settings, log, resume=resume)
+    running = {step.stage for step in steps if step.action == RUN}
+    if running & set(TRAINING_STAGES):  # bad corpora, bases and options fail before anything is written
+        with remote_code(cfg.trust_remote_code):
+            work.validate(fresh_data="data" in running)
+    meter = StageMeter()
+    save = _save if main else (lambda *_: None)
     for step in steps:
-        if step.action == RUN:
+        if step.action == RUN and (main or step.stage in TRAINING_STAGES):
             for later in STAGES[STAGES.index(step.stage):]:  # their outputs are about to be replaced
-                records.pop(later, None)
-            _save(layout, manifest, files, start)
+                if later == step.stage or step.stage in _reads_all(later):  # a base that reads no data stays
+                    records.pop(later, None)
+            save(layout, manifest, files, start)
             log(f"[{step.stage}] {step.reason}")
-            t0 = time.perf_counter()
-            with remote_code(cfg.trust_remote_code):  # the base's own code runs only if the config says so
+            with meter.stage(step.stage), remote_code(cfg.trust_remote_code):  # the base's code runs only if asked
                 facts = getattr(work, f"stage_{step.stage}")()
-            seconds = round(time.perf_counter() - t0, 3)
+            seconds, peak = meter.stages[step.stage]["seconds"], meter.stages[step.stage]["peak_rss_mb"]
+            log(f"[{step.stage}] done in {seconds:.0f} s, peak memory {peak / 1024:.2f} GB")
             commit = (manifest.git or {}).get("commit")
             records[step.stage] = StageRecord(step.key, RAN, step.reason, seconds, seconds, now(), commit,
-                                              step.inputs, facts)
+                                              step.inputs, facts, peak)
         elif step.action == SKIP:
             records[step.stage] = replace(records[step.stage], status=CACHED, reason=step.reason, seconds=0.0)
-        else:
+        elif step.action == OFF:
             records[step.stage] = StageRecord(None, OFF, step.reason)
-        _save(layout, manifest, files, start)
+        save(layout, manifest, files, start)
     log(f"done in {time.perf_counter() - start:.1f}s; manifest in {layout.manifest}")
-    return RunnerResult(layout, steps, manifest, work.metrics)
+    trained = layout.trained(cfg.training.method) / TRAINING_FACTS
+    training = work._report or (load_train_report(trained.parent) if trained.is_file() else None)
+    return RunnerResult(layout, steps, manifest if main else None, work.metrics, training)
+
+
+def run(cfg: RunConfig, *, resume: bool = False, log: Callable[[str], None] = print) -> RunResult:
+    """Return the RunResult of ``hubstyle train``: the stages up to evaluate, a cached one skipped (run.json)."""
+    result = run_config(cfg, push=False, until="evaluate", resume=resume, log=log)
+    metrics = result.metrics
+    if metrics is None and result.manifest is not None and result.layout.metrics.is_file():  # evaluate was cached
+        metrics = json.loads(result.layout.metrics.read_text(encoding="utf-8"))
+    return RunResult(layout=result.layout, training=result.training, metrics=metrics or {}, manifest=result.manifest)
 
 
 def push_settings(cfg: RunConfig, *, repo_id: str | None = None, tag: str | None = None,
@@ -203,9 +241,9 @@ def stage_inputs(cfg: RunConfig, push: PushSettings) -> tuple[dict[str, list], d
 
 def plan(
     cfg: RunConfig, layout: RunLayout, previous: RunManifest | None, inputs: dict[str, dict[str, Any]],
-    push: PushSettings, *, from_stage: str | None = None,
+    push: PushSettings, *, from_stage: str | None = None, until: str | None = None,
 ) -> list[Step]:
-    """Return each stage's step: run (and why), skip (cached) or off."""
+    """Return each stage's step: run (and why), skip (cached) or off (stages after `until` are off)."""
     versions = package_versions(KEY_PACKAGES)
     forced = STAGES.index(from_stage) if from_stage else len(STAGES)
     steps: dict[str, Step] = {}
@@ -214,6 +252,8 @@ def plan(
         upstream = {name: steps[name].key for name in READS[stage]}
         key = digest({"stage": stage, "inputs": parts, "upstream": upstream})
         off = _off_reason(stage, cfg, push, steps)
+        if until is not None and i > STAGES.index(until):
+            off = f"not asked: this command stops after {until}"
         record = previous.stages.get(stage) if previous else None
         runs_above = [name for name in _reads_all(stage) if steps[name].action == RUN]
         if off:
@@ -329,18 +369,20 @@ def _save(layout: RunLayout, manifest: RunManifest, files: dict[str, list], star
 class _Stages:
     """The work of each stage, and what stages share (loaded once, when first needed)."""
 
-    def __init__(self, cfg: RunConfig, layout: RunLayout, push: PushSettings, log: Callable[[str], None]):
-        self.cfg, self.layout, self.push, self.log = cfg, layout, push, log
+    def __init__(self, cfg: RunConfig, layout: RunLayout, push: PushSettings, log: Callable[[str], None], *,
+                 resume: bool = False):
+        self.cfg, self.layout, self.push, self.log, self.resume = cfg, layout, push, log, resume
         self.metrics: dict | None = None
         self._report = None
         self._checked = False
 
     def stage_data(self) -> dict[str, Any]:
-        from hubstyle.dataset import style_blocks
+        from hubstyle.fsio import is_main_process
 
-        blocks = style_blocks(self.cfg)
-        write_samples(self.layout.data, blocks)
-        self.__dict__["blocks"] = blocks  # fills the cached property: later stages use these, not the file
+        self.validate(fresh_data=True)
+        blocks = self.blocks
+        if is_main_process():
+            write_samples(self.layout.data, blocks)
         return {"samples": {label: len(samples) for label, samples in blocks.items()}, "chat": _is_chat(blocks)}
 
     def stage_base(self) -> dict[str, Any]:
@@ -356,7 +398,7 @@ class _Stages:
         from hubstyle.pipeline import train_style
 
         self.check()
-        self._report = train_style(self.cfg, self.layout, self.base[0], self.data, log=self.log)
+        self._report = train_style(self.cfg, self.layout, self.base[0], self.data, resume=self.resume, log=self.log)
         r = self._report
         return {"tokens": self.data.token_counts, "steps": r.steps, "train_tokens": r.train_tokens,
                 "final_train_loss": r.final_train_loss, "final_val_loss": r.final_val_loss}
@@ -388,6 +430,14 @@ class _Stages:
         return {"repos": [p.repo_id for p in parts], "tag": self.push.tag}
 
     # ---- shared, loaded once
+
+    def validate(self, *, fresh_data: bool) -> None:
+        """Raise before any work when the run cannot succeed; `fresh_data`: read the corpora, not RUN/data/."""
+        from hubstyle.dataset import style_blocks
+
+        if fresh_data and "blocks" not in self.__dict__:
+            self.__dict__["blocks"] = style_blocks(self.cfg)  # fills the cached property: later stages use these
+        self.check()
 
     def check(self) -> None:
         """Raise before any heavy work when the run cannot succeed (pipeline.check_run)."""

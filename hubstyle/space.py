@@ -46,6 +46,8 @@ except ImportError:  # in a published Space folder, without hubstyle: bad input 
 
 
 SPACE_CONFIG_FILE = "space_config.json"
+# the environment's overrides of space_config.json: local folders in place of Hub ids, e.g. on a machine without the Hub
+BASE_ENV, ADAPTERS_ENV = "HUBSTYLE_BASE", "HUBSTYLE_ADAPTERS"
 DEMO_TABLE_FILE = "demo_table.json"
 DEMO_COLUMNS = ("prompt", "base", "tuned")
 CONFIG_KEYS = (
@@ -157,11 +159,11 @@ def load_settings(folder: str | os.PathLike | None = None, *, env: Mapping[str, 
                 raise HubstyleError(f"{path} is not valid JSON: {err}") from err
             _check_keys(config, CONFIG_KEYS, str(path))
             _check_keys(config.get("limits", {}), LIMIT_KEYS, f"{path} 'limits'")
-    base = env.get("HUBSTYLE_BASE") or config.get("base")
+    base = env.get(BASE_ENV) or config.get("base")
     if not base:
         where = f"{root / SPACE_CONFIG_FILE}" if root is not None else "the environment"
-        raise HubstyleError(f"no base model: set 'base' in {where} or HUBSTYLE_BASE")
-    adapters = parse_adapters(env["HUBSTYLE_ADAPTERS"]) if env.get("HUBSTYLE_ADAPTERS") else config.get("adapters", {})
+        raise HubstyleError(f"no base model: set 'base' in {where} or {BASE_ENV}")
+    adapters = parse_adapters(env[ADAPTERS_ENV]) if env.get(ADAPTERS_ENV) else config.get("adapters", {})
     demo_rows: list = []
     if config.get("demo_table") and root is not None:
         table = root / config["demo_table"]
@@ -182,7 +184,8 @@ def load_settings(folder: str | os.PathLike | None = None, *, env: Mapping[str, 
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Loading: as a stranger would, with transformers and peft
+# Loading: as a stranger would, with transformers and peft. device, bf16_supported and context_length are copies of
+# hubstyle.models' (this file cannot import hubstyle); tests/test_architecture.py checks they stay the same code.
 
 
 def device() -> torch.device:
@@ -190,8 +193,9 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def bf16_fast(dev: torch.device) -> bool:
+def bf16_supported(dev: torch.device | None = None) -> bool:
     """Return whether bf16 autocast is fast on ``dev`` (CUDA with bf16, or a CPU with AVX512-BF16/AMX)."""
+    dev = dev or device()
     if dev.type == "cuda":
         return torch.cuda.is_bf16_supported()
     try:
@@ -200,9 +204,9 @@ def bf16_fast(dev: torch.device) -> bool:
         return False
 
 
-def context_length(model) -> int | None:
+def context_length(model_or_config) -> int | None:
     """Return how many positions the model reads; None when its config does not say."""
-    config = getattr(model, "config", model)
+    config = getattr(model_or_config, "config", model_or_config)
     for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length"):
         value = getattr(config, key, None)
         if isinstance(value, int) and value > 0:
@@ -216,21 +220,28 @@ def load_model(base: str, adapters: Mapping[str, str], *, bf16: bool = False):
     ``bf16``: base and adapters in bfloat16 where the device is fast at it (half the memory; on a CPU about twice
     the speed of float32 weights under autocast, which casts every weight at every step); else float32.
     """
-    from peft import PeftModel
+    from peft import PeftConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not adapters:
         raise HubstyleError("no adapter given; a Space needs at least one")
     if BASE_ADAPTER_NAME in adapters:
         raise HubstyleError(f"'{BASE_ADAPTER_NAME}' is reserved for the base model; rename that adapter")
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    dtype = torch.bfloat16 if bf16 and bf16_supported(device()) else torch.float32
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).to(device())
+    except OSError as err:  # a Hub id out of reach (offline, not cached), or a folder that is no model
+        raise HubstyleError(_out_of_reach("the base model", base, err, next(iter(adapters)))) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"  # batched generation continues every row from its end
-    dtype = torch.bfloat16 if bf16 and bf16_fast(device()) else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).to(device())
     same_dtype = dict(autocast_adapter_dtype=False)  # peft would keep adapters in float32 over a bf16 base
     for name, where in adapters.items():
+        try:
+            PeftConfig.from_pretrained(where)  # out of reach is told apart from "does not fit" below
+        except (OSError, ValueError) as err:
+            raise HubstyleError(_out_of_reach(f"adapter '{name}'", where, err, name)) from None
         try:
             if isinstance(model, PeftModel):
                 model.load_adapter(where, adapter_name=name, **same_dtype)
@@ -239,6 +250,13 @@ def load_model(base: str, adapters: Mapping[str, str], *, bf16: bool = False):
         except ValueError as err:
             raise HubstyleError(f"adapter '{name}' ({where}) does not fit the base model: {err}") from err
     return model.eval(), tokenizer
+
+
+def _out_of_reach(what: str, where: str, err: Exception, adapter: str) -> str:
+    """Return the one line said when ``what`` cannot be loaded from ``where``: why, and how to run from local folders."""
+    reason = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else type(err).__name__
+    return (f"cannot load {what} '{where}' ({reason}); without the Hub, set {BASE_ENV} to a local base model folder "
+            f"and {ADAPTERS_ENV} to name=folder pairs, e.g. {BASE_ENV}=./base {ADAPTERS_ENV}={adapter}=./adapter")
 
 
 def _row_lora_layers(model, adapter: str) -> list | None:

@@ -17,9 +17,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from hubstyle.card import HUB_URL, check_repo_id
+from hubstyle.card import HUB_URL
 from hubstyle.errors import HubstyleError
 from hubstyle.fsio import atomic_folder
+from hubstyle.repo_ids import check_repo_id
 
 # found without importing it (it imports torch): the builder only copies it
 RUNTIME_SOURCE = Path(importlib.util.find_spec("hubstyle.space").origin)
@@ -103,7 +104,7 @@ def demo_caption(decoding: Mapping[str, Any] | None) -> str:
 
 
 def _readme_body(title: str, base_repo: str, adapters: Mapping[str, str], n_rows: int, chat: bool) -> str:
-    from hubstyle.space import DEMO_TABLE_FILE
+    from hubstyle.space import ADAPTERS_ENV, BASE_ENV, DEMO_TABLE_FILE
 
     ask = "Ask something" if chat else "Type the beginning of a text"
     lines = [
@@ -135,6 +136,18 @@ def _readme_body(title: str, base_repo: str, adapters: Mapping[str, str], n_rows
         "",
         f"Built with hubstyle; the app is `{RUNTIME_MODULE}.py` (launched by `{APP_FILE}`), and this folder runs with",
         f"`{REQUIREMENTS_FILE}` alone. The {n_rows} demo rows are in `{DEMO_TABLE_FILE}`.",
+        "",
+        "## Run it on your own machine",
+        "",
+        "```bash",
+        f"pip install -r {REQUIREMENTS_FILE}",
+        f"python {APP_FILE}    # then open http://127.0.0.1:7860",
+        "```",
+        "",
+        "The app downloads the models above from the Hub. Offline, point it at local copies instead (made once",
+        f"online with `hf download REPO --local-dir FOLDER`): a base model folder in `{BASE_ENV}` and `name=folder`",
+        f"pairs (comma-separated) in `{ADAPTERS_ENV}`, e.g.",
+        f"`{BASE_ENV}=./base {ADAPTERS_ENV}={next(iter(adapters))}=./adapter python {APP_FILE}`.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -158,12 +171,15 @@ def build_space_folder(
     max_new_tokens: int = 128,
     max_prompt_chars: int = 500,
     chat: str | None = None,
+    datasets: Sequence[str] = (),
 ) -> Path:
     """Return ``out_dir`` after writing a Gradio Space repo there (replacing it atomically): README.md,
     requirements.txt, app.py, space_app.py, space_config.json and the demo table.
 
     ``demo_decoding`` is how the demo rows were generated (demo_table.json's 'decoding'); the Space says so above the
-    table. ``extra_requirements`` are lines added to the pinned torch, transformers, peft and gradio.
+    table. ``extra_requirements`` are lines added to the pinned torch, transformers, peft and gradio. ``datasets``
+    are the Hub datasets the adapters were trained on; the metadata lists them next to the models (``models:``), so
+    the Hub links the Space, its models and their data both ways.
     """
     from huggingface_hub import SpaceCard, SpaceCardData
 
@@ -194,6 +210,7 @@ def build_space_folder(
         app_file=APP_FILE,
         license=license,
         models=[base_repo, *adapters.values()],
+        datasets=list(datasets) or None,
         emoji=emoji,
         colorFrom=color_from,
         colorTo=color_to,

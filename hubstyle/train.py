@@ -20,6 +20,7 @@ from hubstyle.packing import Blocks, build_blocks
 from hubstyle.plots import plot_loss
 from hubstyle.seq2seq import TASK_TYPE as SEQ2SEQ_TASK
 from hubstyle.seq2seq import PairBatch, encode_pairs, pair_loss_sum, pairs_from_samples
+from hubstyle.tracking import Tracker
 
 # LoRA targets per architecture: attention and MLP projections (style lives in both); others fall back to
 # peft's "all-linear".
@@ -180,9 +181,10 @@ def train(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     data_facts: dict | None = None,
+    tracker: Tracker | None = None,
 ) -> TrainReport:
     """Return the TrainReport of training on `train_texts` (plain texts or conversations); the adapter (or model)
-    folder lands in `out_dir`."""
+    folder lands in `out_dir`; `tracker` (hubstyle.tracking) gets every step's loss, learning rate and tokens/s."""
     from hubstyle.chat import chat_format
 
     training = training or TrainingConfig()
@@ -215,6 +217,7 @@ def train(
         resume=resume,
         run_config=run_config,
         loss_fn=pair_loss_sum if seq2seq else token_loss_sum,
+        tracker=tracker,
     )
     report = TrainReport(
         method=training.method,
@@ -234,7 +237,8 @@ def train(
         chat_format=fmt,
         final_train_loss=result.final_train_loss,
         final_val_loss=result.final_val_loss,
-        hyperparameters=asdict(training),
+        # where the logs go is no hyper-parameter (and cards would list it)
+        hyperparameters={k: v for k, v in asdict(training).items() if k != "report_to"},
         task_type=SEQ2SEQ_TASK if seq2seq else "CAUSAL_LM",
     )
     if is_main_process():

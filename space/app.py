@@ -5,12 +5,16 @@ the Space runs with its requirements.txt alone.
 """
 
 import os
+import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported anywhere
 
 from pathlib import Path  # noqa: E402
 
-from space_app import launch, load_settings  # noqa: E402
+from space_app import HubstyleError, launch, load_settings  # noqa: E402
 
 if __name__ == "__main__":
-    launch(load_settings(Path(__file__).resolve().parent))
+    try:
+        launch(load_settings(Path(__file__).resolve().parent))
+    except HubstyleError as err:  # bad settings, or models out of reach: one line, not a traceback
+        sys.exit(f"error: {err}")

@@ -1,6 +1,9 @@
 """Test-wide guards: nothing reaches the internet, models are tiny, data comes from HUBSTYLE_DATA_DIR."""
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -11,6 +14,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HUBSTYLE_QUIET", "1")
+if "TRACKIO_DIR" not in os.environ:  # trackio's local store (read when trackio is imported): never the user's own
+    os.environ["TRACKIO_DIR"] = tempfile.mkdtemp(prefix="hubstyle-tests-trackio-")
+    atexit.register(shutil.rmtree, os.environ["TRACKIO_DIR"], ignore_errors=True)
 _default_data = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 if "HUBSTYLE_DATA_DIR" not in os.environ and _default_data.is_dir():
     os.environ["HUBSTYLE_DATA_DIR"] = str(_default_data)
@@ -40,7 +46,7 @@ def tiny_base(tmp_path_factory, data_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, data_dir) -> Path:
     """A complete run folder made by the real pipeline at toy scale: tiny base, adapter, classifier, metrics."""
-    from hubstyle.pipeline import run
+    from hubstyle.runner import run
     from tests.tiny import toy_run_config
 
     root = tmp_path_factory.mktemp("tiny_run")

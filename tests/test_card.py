@@ -21,12 +21,11 @@ from hubstyle.card import (
     merged_card,
 )
 from hubstyle.errors import HubstyleError
-from hubstyle.evaluate.classifier import CONFUSION_FILE
-from hubstyle.facts import RunFacts, facts_for_run, write_facts
-from hubstyle.layout import LOSS_PLOT, TRAINING_FACTS, RunLayout
+from hubstyle.facts import RunFacts, write_facts
+from hubstyle.layout import CONFUSION_FILE, LOSS_PLOT, PRETRAIN_REPORT, TRAINING_FACTS, RunLayout
 from hubstyle.loading import DEFAULT_REPO_ID, load_shakespearean, load_style
 from hubstyle.models import load_base, load_tokenizer
-from hubstyle.pretrain import PRETRAIN_REPORT
+from hubstyle.pipeline import facts_for_run
 from hubstyle.publish import build_publish_folders, default_repo_ids
 
 PROMPT = "To be, or not to be"

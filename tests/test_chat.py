@@ -293,7 +293,7 @@ def test_train_cli_on_chat_data_with_a_chat_base(tmp_path, run_cli, chat_base):
 @pytest.mark.slow
 def test_chat_run_evaluates_answers_to_prompts_asked_as_a_user(tmp_path, chat_base):
     from hubstyle.config import load_config
-    from hubstyle.pipeline import run
+    from hubstyle.runner import run
 
     script = tmp_path / "play.txt"
     script.write_text(SCRIPT * 15, encoding="utf-8")

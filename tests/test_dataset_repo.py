@@ -10,13 +10,13 @@ import pytest
 import yaml
 from huggingface_hub import DatasetCard, ModelCard
 
-from hubstyle.config import DialogueConfig, PushConfig, load_config
+from hubstyle.config import RELEASE_KINDS, DialogueConfig, PushConfig, load_config
 from hubstyle.data import Conversation
 from hubstyle.dataset_repo import SIZE_BUCKETS, build_dataset_folder, size_category
 from hubstyle.errors import HubstyleError
 from hubstyle.layout import SAMPLES, RunLayout
 from hubstyle.publish import default_repo_ids
-from hubstyle.release import RELEASE_KINDS, prepare_release, push_parts
+from hubstyle.release import prepare_release, push_parts
 from hubstyle.samples import write_samples
 
 IDS = default_repo_ids("alice", "bard", base_is_local=True, with_dataset=True)

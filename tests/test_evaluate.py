@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from hubstyle.card import demo_table_markdown
 from hubstyle.errors import HubstyleError
-from hubstyle.evaluate.demo_table import demo_table, demo_table_markdown
+from hubstyle.evaluate.demo_table import demo_table
 from hubstyle.evaluate.generation import generate, generate_side_by_side
 from hubstyle.evaluate.perplexity import base_and_tuned_loss, heldout_loss, perplexity
 from hubstyle.evaluate.run import evaluate_run
@@ -319,6 +320,6 @@ def test_evaluate_run_checks_the_classifier_first(tmp_path):
 
 
 def test_markdown_cell_drops_control_characters():
-    from hubstyle.evaluate.demo_table import markdown_cell
+    from hubstyle.card import markdown_cell
 
     assert markdown_cell("thou\x00 art\x07\r\nhere\t|") == "thou art<br>here\t\\|"

@@ -41,7 +41,7 @@ def _config(root: Path, tiny_base: Path, method: str, *, classifier: Path | None
 
 
 def _run(root: Path, cfg, base_from: Path | None = None) -> Path:
-    from hubstyle.pipeline import run
+    from hubstyle.runner import run
 
     if base_from is not None:  # the same tiny base reused, not trained again
         shutil.copytree(base_from / "base", root / "run" / "base")

@@ -178,7 +178,7 @@ def test_hub_errors_become_one_line_hubstyle_errors(hub_env, tmp_path, monkeypat
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(HubstyleError, match=r"^no Hub token found: set HF_TOKEN"):
         push_folder(folder, "alice/public-style", commit_message="x")
-    with pytest.raises(HubstyleError, match="must be 'namespace/name'"):
+    with pytest.raises(HubstyleError, match="is not a Hub repo id; use 'namespace/name'"):
         push_folder(folder, "just-a-name", commit_message="x", token=hub_env.token)
 
 

@@ -20,7 +20,12 @@ def test_quickstart_prints_rates_perplexities_and_writes_publish_folders(tmp_pat
     result = qs.quickstart(out, tiny=True, log=lambda *parts: lines.append(" ".join(map(str, parts))))
     text = "\n".join(lines)
     m = json.loads((out / "metrics.json").read_text())
-    assert m["quickstart_seconds"] > 0 and m == json.loads(json.dumps(result.metrics))
+    assert m == json.loads(json.dumps(result.metrics))
+    manifest = json.loads((out / "run.json").read_text())
+    for stage in ("data", "base", "train", "evaluate", "publish"):  # each stage's own time and peak memory
+        assert manifest["stages"][stage]["status"] == "ran" and manifest["stages"][stage]["peak_rss_mb"] > 50
+    assert manifest["stages"]["train"]["seconds"] > 0
+    assert re.search(r"time and peak memory by stage: data \d+ s / [\d.]+ GB; base .*; total \d+ s", text)
     ppl = m["perplexity"]
     assert f"perplexity base {ppl['style']['base']:.1f}, tuned {ppl['style']['tuned']:.1f}" in text
     assert f"perplexity base {ppl['generic']['base']:.1f}, tuned {ppl['generic']['tuned']:.1f} (forgetting)" in text
@@ -34,4 +39,20 @@ def test_quickstart_prints_rates_perplexities_and_writes_publish_folders(tmp_pat
     folders = sorted(p.name for p in (out / "publish").iterdir())
     assert folders == ["adapter", "base", "classifier", "dataset", "gguf", "merged", "space"]
     adapter_config = json.loads((out / "publish" / "adapter" / "adapter_config.json").read_text())
-    assert adapter_config["base_model_name_or_path"] == f"{qs.TINY_PLACEHOLDER_REPO_ID}-base"
+    assert adapter_config["base_model_name_or_path"] == "your-username/shakespeare-base"
+
+
+def test_a_second_run_of_the_quickstart_config_skips_every_stage(tmp_path, monkeypatch):
+    from hubstyle.config import load_config
+    from hubstyle.runner import run_config
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(qs, "quickstart_config", lambda o, tiny: toy_run_config(o, tmp_path / "prompts.txt"))
+    qs.quickstart(out, tiny=True, log=lambda *_: None)
+    again = run_config(load_config(out / "config.yaml"), log=lambda *_: None)
+    assert {s.stage: s.action for s in again.steps} == {
+        "data": "skip", "base": "skip", "train": "skip", "evaluate": "skip", "publish": "skip", "push": "off"}
+    lines: list[str] = []
+    qs.quickstart(out, tiny=True, log=lines.append)  # the quickstart itself: cached, and its summary still prints
+    assert any("style rate (tuned)" in line for line in lines)
+    assert any(line.startswith("time and peak memory by stage: data cached; base cached") for line in lines)

@@ -88,7 +88,7 @@ def test_push_then_load_by_repo_id_matches_the_local_run(tiny_run, hub_env, run_
     assert code == 0, err
     assert hub_env.server.uploaded_bytes == bytes_before
     assert {r: len(hub_env.server.commits(r)) for r in commits_before} == commits_before
-    from hubstyle.release import RELEASE_KINDS
+    from hubstyle.config import RELEASE_KINDS
 
     assert out.count("unchanged, no commit") == len(RELEASE_KINDS) == len(out.strip().splitlines())
 

@@ -192,7 +192,7 @@ def killed_then_resumed(tmp_path_factory, tiny_base, corpora):
     checkpoint interval later (so somewhere in the next steps, whatever the machine's speed), with half-written
     checkpoints planted beside the real ones, then resumed; and the same run uninterrupted."""
     from hubstyle.config import load_config
-    from hubstyle.pipeline import run
+    from hubstyle.runner import run
 
     root = tmp_path_factory.mktemp("killed")
     cfg = _config(root / "run.yaml", tiny_base, corpora, root / "run")
@@ -292,7 +292,7 @@ def test_resume_refuses_a_checkpoint_of_another_config_or_data(killed_then_resum
 
 def test_resume_ignores_settings_that_do_not_change_the_result(killed_then_resumed, corpora, tiny_base):
     from hubstyle.config import load_config
-    from hubstyle.pipeline import run
+    from hubstyle.runner import run
 
     root = killed_then_resumed["root"]
     cfg = _config(root / "memory.yaml", tiny_base, corpora, root / "run", gradient_accumulation=2, eval_every=16)

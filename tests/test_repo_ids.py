@@ -9,11 +9,12 @@ from dataclasses import replace
 import pytest
 from huggingface_hub import ModelCard
 
-from hubstyle.card import RepoIds, adapter_card, base_card, check_repo_id, classifier_card, merged_card
+from hubstyle.card import RepoIds, adapter_card, base_card, classifier_card, merged_card
 from hubstyle.errors import HubstyleError
 from hubstyle.facts import RunFacts, write_facts
 from hubstyle.layout import TRAINING_FACTS, RunLayout
 from hubstyle.publish import build_publish_folders, default_repo_ids
+from hubstyle.repo_ids import check_repo_id
 from tests.test_card import DEMO, IDS, facts_of, fake_facts, fake_metrics, run_dir  # noqa: F401 (run_dir: a fixture)
 
 LEGACY_IDS = ["gpt2", "distilgpt2", "t5-small", "bert-base-uncased"]

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from hubstyle.data.parallel import Pair, changed, detokenize, held_out_split, read_pairs
+from hubstyle.data.clean import detokenize
+from hubstyle.data.parallel import Pair, changed, held_out_split, read_pairs
 from hubstyle.errors import HubstyleError
 from hubstyle.restyle.model import split_sentences
 

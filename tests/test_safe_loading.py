@@ -86,7 +86,7 @@ def test_trust_remote_code_only_where_the_run_config_asks(tmp_path, tiny_base, m
 
     from hubstyle.config import RunConfig, load_config
     from hubstyle.models import load_tokenizer, remote_code, safe_load_kwargs
-    from hubstyle.pipeline import run
+    from hubstyle.runner import run_config
 
     assert safe_load_kwargs()["trust_remote_code"] is False
     with remote_code(True):
@@ -117,7 +117,9 @@ def test_trust_remote_code_only_where_the_run_config_asks(tmp_path, tiny_base, m
         load_config(config)
 
     seen.clear()
-    monkeypatch.setattr("hubstyle.pipeline._run", lambda cfg, **_: load_base(tiny_base))
-    run(cfg)  # the pipeline sets it for the run's length
+    cfg.output_dir = str(tmp_path / "run")
+    monkeypatch.setattr("hubstyle.runner._Stages.validate", lambda self, **_: None)
+    monkeypatch.setattr("hubstyle.runner._Stages.stage_data", lambda self: load_base(tiny_base) and {})
+    run_config(cfg, until="data", push=False, log=lambda *_: None)  # the runner sets it for each stage's length
     load_base(tiny_base)
     assert seen == [True, False]

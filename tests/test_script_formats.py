@@ -9,9 +9,8 @@ import json
 
 import pytest
 
-from hubstyle.config import RunConfig, from_dict, load_config
+from hubstyle.config import SCRIPT_FORMATS, RunConfig, from_dict, load_config
 from hubstyle.data import (
-    SCRIPT_FORMATS,
     character_list,
     detect_format,
     dialogue_conversations,

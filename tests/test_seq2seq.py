@@ -259,7 +259,7 @@ def test_round_trip_train_evaluate_card_push_load(tiny_t5, tiny_base, hub_env, t
     from hubstyle.hub import push_folder
     from hubstyle.layout import RunLayout
     from hubstyle.loading import load_shakespearean, load_style
-    from hubstyle.pipeline import run
+    from hubstyle.runner import run
     from hubstyle.publish import build_publish_folders, default_repo_ids
     from hubstyle.release import prepare_release
 
@@ -336,7 +336,7 @@ def test_round_trip_train_evaluate_card_push_load(tiny_t5, tiny_base, hub_env, t
     ],
 )
 def test_options_for_decoder_only_models_are_refused(tiny_t5, tmp_path, changes, message):
-    from hubstyle.pipeline import run
+    from hubstyle.runner import run
 
     cfg = run_config(tmp_path / "run", write_pairs(tmp_path / "pairs.jsonl"), tmp_path / "prompts.txt", tiny_t5,
                      base=str(tiny_t5))
@@ -351,7 +351,8 @@ def test_options_for_decoder_only_models_are_refused(tiny_t5, tmp_path, changes,
 def test_plain_text_corpus_on_a_seq2seq_base_is_refused(tiny_t5, tmp_path):
     from hubstyle.bases import resolve_base
     from hubstyle.dataset import style_blocks
-    from hubstyle.pipeline import check_run, run
+    from hubstyle.pipeline import check_run
+    from hubstyle.runner import run
 
     script = tmp_path / "play.txt"
     script.write_text(SCRIPT * 20, encoding="utf-8")

@@ -305,7 +305,7 @@ def test_space_folder_round_trips(tmp_path, settings):
     assert (out / "space_app.py").read_bytes() == RUNTIME_SOURCE.read_bytes()
     app = (out / "app.py").read_text()
     assert app == (Path(__file__).resolve().parents[1] / "space" / "app.py").read_text()
-    assert "from space_app import launch" in app
+    assert "from space_app import HubstyleError, launch, load_settings" in app  # bad settings: one line, no traceback
     assert sorted(p.name for p in out.iterdir()) == [
         "README.md", "app.py", "demo_table.json", "requirements.txt", "space_app.py", "space_config.json"]
     loaded = load_settings(out, env={})
@@ -372,7 +372,7 @@ def test_the_runtime_asks_and_loads_as_hubstyle_does(tiny_base, adapters):
 
     assert space.BASE_ADAPTER_NAME == models.BASE_ADAPTER_NAME
     assert (space.PLAIN_USER, space.PLAIN_ASSISTANT) == (chat.PLAIN_USER, chat.PLAIN_ASSISTANT)
-    assert space.bf16_fast(torch.device("cpu")) == models.bf16_supported(torch.device("cpu"))
+    assert space.bf16_supported(torch.device("cpu")) == models.bf16_supported(torch.device("cpu"))
     plain = models.load_tokenizer(tiny_base)
     for template in ("auto", "plain"):
         want = chat.render_prompt([{"role": "user", "content": "Hello there"}], plain, template)

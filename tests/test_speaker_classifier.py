@@ -25,7 +25,7 @@ def test_one_vs_group_scores_the_speaker_against_the_rest_of_the_cast_only():
 
 
 def test_a_speaker_run_reports_speaker_vs_others_in_metrics_and_cards(tmp_path, tiny_base):
-    from hubstyle.pipeline import run
+    from hubstyle.runner import run
     from hubstyle.release import prepare_release
     from tests.tiny import toy_run_config
 

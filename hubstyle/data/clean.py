@@ -160,6 +160,29 @@ def wikitext_blocks(text: str) -> list[str]:
     return blocks
 
 
+# --- NLTK-tokenised text (parallel corpora) -------------------------------------------------------------------------
+
+_NLTK_CONTRACTION = re.compile(r" (n't|'s|'ll|'re|'ve|'d|'m|'S|'LL|'RE|'VE|'D|'M|N'T)\b")
+_NLTK_SPACE_BEFORE = re.compile(r" ([,.;:!?%)\]}]|\.\.\.)")
+_NLTK_SPACE_AFTER = re.compile(r"([(\[{]) ")
+
+
+def detokenize(text: str) -> str:
+    """Return NLTK-tokenised ``text`` with ordinary spacing: ``I 'll go , sir .`` -> ``I'll go, sir.``"""
+    text = text.strip()
+    text = text.replace("``", '"').replace("''", '"')
+    text = _NLTK_CONTRACTION.sub(r"\1", text)
+    text = _NLTK_SPACE_BEFORE.sub(r"\1", text)
+    text = _NLTK_SPACE_AFTER.sub(r"\1", text)
+    text = re.sub(r" {2,}", " ", text)
+    return text
+
+
+def nltk_lines(text: str) -> list[str]:
+    """Return each non-empty line of an NLTK-tokenised file, detokenised (a parallel corpus read as plain text)."""
+    return [detokenize(line) for line in text.split("\n") if line.strip()]
+
+
 # --- Milton -------------------------------------------------------------------------------------------------------
 
 _GUTENBERG_START = re.compile(r"^\*{3}\s*START OF|^\*END\*THE SMALL PRINT", re.IGNORECASE)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from hubstyle.data.chat import jsonl_rows
+from hubstyle.data.clean import detokenize
 from hubstyle.errors import HubstyleError
 
 PARALLEL_CORPORA = ("shakespeare-modern",)
@@ -46,22 +48,6 @@ HELD_OUT_PLAYS = {
         last="He shall pay for him that hath him , and that soundly .",
     ),
 }
-
-_CONTRACTION = re.compile(r" (n't|'s|'ll|'re|'ve|'d|'m|'S|'LL|'RE|'VE|'D|'M|N'T)\b")
-_SPACE_BEFORE = re.compile(r" ([,.;:!?%)\]}]|\.\.\.)")
-_SPACE_AFTER = re.compile(r"([(\[{]) ")
-
-
-def detokenize(text: str) -> str:
-    """Return NLTK-tokenised ``text`` with ordinary spacing: ``I 'll go , sir .`` -> ``I'll go, sir.``"""
-    text = text.strip()
-    text = text.replace("``", '"').replace("''", '"')
-    text = _CONTRACTION.sub(r"\1", text)
-    text = _SPACE_BEFORE.sub(r"\1", text)
-    text = _SPACE_AFTER.sub(r"\1", text)
-    text = re.sub(r" {2,}", " ", text)
-    return text
-
 
 def read_pairs(source: str | Path, target: str | Path | None = None, *, detok: bool | None = None) -> list[Pair]:
     """Return the pairs of ``source``: the named corpus 'shakespeare-modern', a JSONL file (``source``/``target``
@@ -164,6 +150,33 @@ def changed(pair: Pair) -> bool:
     """Return whether the styled side differs from the plain side (beyond case and spacing)."""
     norm = lambda s: " ".join(s.lower().split())  # noqa: E731
     return norm(pair.source) != norm(pair.target)
+
+
+_WORD = re.compile(r"[a-z']+")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def style_words(pairs: list[Pair], *, min_ratio: float = 4.0, min_count: int = 15) -> list[str]:
+    """Return the words the styled sides use at least `min_ratio` times as often as the plain sides, most marked first.
+
+    Learnt from the pairs themselves (add-one smoothed frequency ratio), so any parallel corpus has its own: for
+    shakespeare-modern they open with thou, thee, thy, hath, art, doth.
+    """
+    plain, styled = Counter(), Counter()
+    for pair in pairs:
+        plain.update(_words(pair.source))
+        styled.update(_words(pair.target))
+    n_plain, n_styled = max(1, sum(plain.values())), max(1, sum(styled.values()))
+    ratio = {w: ((c + 1) / n_styled) / ((plain[w] + 1) / n_plain) for w, c in styled.items() if c >= min_count}
+    return sorted((w for w, r in ratio.items() if r >= min_ratio), key=lambda w: (-ratio[w], w))
+
+
+def introduces(pair: Pair, words: set[str]) -> bool:
+    """Return whether the styled side uses one of `words` that the plain side does not."""
+    return bool((set(_words(pair.target)) - set(_words(pair.source))) & words)
 
 
 def pairs_sha256(pairs: list[Pair]) -> str:

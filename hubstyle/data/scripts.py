@@ -39,9 +39,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from hubstyle.config import SCRIPT_FORMATS
 from hubstyle.errors import HubstyleError
 
-SCRIPT_FORMATS = ("auto", "colon", "gutenberg", "screenplay", "subtitles", "messages")
 FORMAT_HINTS = {
     "colon": "'Name: line' or 'NAME:' then the speech",
     "gutenberg": "'NAME.' or 'Ham.' alone or opening the speech",

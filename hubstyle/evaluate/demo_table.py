@@ -1,11 +1,11 @@
 """The demo table: a few prompts with the base and the style-tuned continuation, decoded reproducibly.
 
-It is written to the run folder as demo_table.json, shown in the model card as Markdown and cached by the Space.
+It is written to the run folder as demo_table.json, shown in the model card as Markdown (``hubstyle.card``) and cached
+by the Space.
 """
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Any, Sequence
 
 from hubstyle.evaluate.generation import decoding_settings
@@ -50,25 +50,3 @@ def pair_demo_table(
     decoding["bf16"] = bool(bf16)
     rows = [{"prompt": prompt, "base": base, "tuned": tuned} for prompt, (base, tuned) in zip(prompts, pairs)]
     return {"adapter": pair.name, "decoding": decoding, "rows": rows}
-
-
-def markdown_cell(text: str) -> str:
-    """Return ``text`` safe inside a Markdown table cell: pipes escaped, newlines as <br>, never empty.
-
-    Control characters are dropped: a small model's byte-level tokens can decode to NUL and friends, and a
-    README holding them is a binary file the Hub refuses as a plain (non-LFS) upload.
-    """
-    text = "".join(ch for ch in str(text) if ch in "\n\r\t" or unicodedata.category(ch) != "Cc")
-    text = text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>")
-    return text.strip() or "*(empty)*"
-
-
-def demo_table_markdown(table: dict[str, Any]) -> str:
-    """Return the demo table as a Markdown table (Prompt | Base model | Tuned (adapter)) for the model card."""
-    adapter = markdown_cell(table.get("adapter", "adapter"))
-    lines = [f"| Prompt | Base model | Tuned ({adapter}) |", "| --- | --- | --- |"]
-    for row in table["rows"]:
-        cells = (markdown_cell(row[key]) for key in ("prompt", "base", "tuned"))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

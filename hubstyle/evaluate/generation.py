@@ -13,8 +13,8 @@ from typing import Any, Sequence
 
 import torch
 
+from hubstyle.env import quiet
 from hubstyle.errors import HubstyleError
-from hubstyle.loop import quiet
 from hubstyle.models import BASE_ADAPTER_NAME, autocast, context_length, is_seq2seq
 
 

@@ -17,13 +17,13 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from hubstyle.env import quiet
 from hubstyle.evaluate.answers import compare_answers, draw_reference
 from hubstyle.evaluate.demo_table import pair_demo_table
 from hubstyle.evaluate.generation import decoding_settings
 from hubstyle.evaluate.pair import load_pair
 from hubstyle.evaluate.perplexity import perplexity
 from hubstyle.evaluate.style_rate import GENERATIONS_FILE, STYLE_RATE_PLOT, compare_style_rates
-from hubstyle.loop import quiet
 
 
 def _classifier(classifier):

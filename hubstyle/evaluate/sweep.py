@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from hubstyle.env import quiet
 from hubstyle.errors import HubstyleError
 from hubstyle.fsio import atomic_write
 
@@ -69,7 +70,6 @@ def blend_sweep(
     from hubstyle.evaluate.perplexity import heldout_blocks, heldout_loss, perplexity
     from hubstyle.evaluate.run import _classifier
     from hubstyle.evaluate.style_rate import rate_of_labels
-    from hubstyle.loop import quiet
     from hubstyle.merge import _check_combination, blend_for_weight, blend_sweep_weights
     from hubstyle.models import load_adapters, load_base, load_tokenizer
 

@@ -15,7 +15,7 @@ from typing import Callable
 
 from hubstyle.config import ChatConfig, ClassifierConfig, TrainingConfig, from_dict
 from hubstyle.data.chat import Conversation
-from hubstyle.data.parallel import Pair, changed, held_out_split, pairs_sha256, read_pairs
+from hubstyle.data.parallel import Pair, changed, held_out_split, introduces, pairs_sha256, read_pairs, style_words
 from hubstyle.errors import HubstyleError
 from hubstyle.layout import RESTYLER_FACTS
 from hubstyle.restyle.distill import DistillConfig
@@ -31,6 +31,7 @@ class ParallelConfig:
     target: str | None = None
     held_out_play: str | None = "tempest"  # never trained or tuned on; the restyler is evaluated on it
     changed_only: bool = True  # drop pairs whose styled side equals the plain side: they teach copying
+    style_words_only: bool = False  # keep only pairs whose styled side brings in a style word (learnt from the pairs)
     max_pairs: int | None = None  # a seeded sample of the training pairs; None: all
     validation_pairs: int = 160  # cut from the training side (never from the held-out play) for the loss curve
     seed: int = 0
@@ -101,6 +102,11 @@ def restyler_data(cfg: RestylerConfig) -> RestylerData:
     pairs = read_pairs(p.source, p.target)
     rest, held_out = held_out_split(pairs, p.held_out_play)
     kept = [x for x in rest if changed(x)] if p.changed_only else list(rest)
+    marked = style_words(kept)
+    n_changed = len(kept)
+    if p.style_words_only:
+        # Most pairs differ by a word or two, which teaches copying; pairs that bring in a marked word teach the style.
+        kept = [x for x in kept if introduces(x, set(marked))]
     rng = random.Random(p.seed)
     order = list(range(len(kept)))
     rng.shuffle(order)
@@ -117,7 +123,9 @@ def restyler_data(cfg: RestylerConfig) -> RestylerData:
         "held_out_play": p.held_out_play,
         "held_out_pairs": len(held_out),
         "held_out_sha256": pairs_sha256(held_out) if held_out else None,
-        "dropped_unchanged": len(rest) - len(kept),
+        "dropped_unchanged": len(rest) - n_changed,
+        "dropped_without_style_word": n_changed - len(kept),
+        "style_words": marked[:40],
         "validation_pairs": len(validation),
         "train_pairs": len(train),
         "train_sha256": pairs_sha256(train),

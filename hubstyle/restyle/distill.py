@@ -22,6 +22,16 @@ DISTILLED_FILE = "distilled.jsonl"  # the kept rows: {"messages": [user, assista
 DATASHEET_FILE = "datasheet.json"  # base, restyler, filters, counts, what was dropped and why
 ANSWERS_CACHE = "answers.jsonl"
 MIN_DISTINCT_2 = 0.6  # a plain answer whose word pairs repeat more than this is a loop, not an answer
+# What the cards say about a restyler's training data, by its source (its licence, where it comes from).
+DATA_NOTES = {
+    "shakespeare-modern": (
+        "The pairs are the train split of Jhamtani et al. (2017, \"Shakespearizing Modern Language Using "
+        "Copy-Enriched Sequence to Sequence Models\"; repository harsh19/Shakespearizing-Modern-English), itself from "
+        "the corpus of Xu et al. (2012, \"Paraphrasing for Style\"). The modern side was written for study guides "
+        "(SparkNotes, eNotes). It is research data and its licence is not stated: whoever publishes or uses this "
+        "adapter decides whether that use is allowed."
+    ),
+}
 _QUESTION_START = re.compile(r"^(what|how|why|who|where|when|which|can|could|should|is|are|do|does|tell|give|"
                              r"describe|explain|any)\b", re.I)
 _CODE_WORDS = re.compile(r"\b(python|javascript|typescript|java|c\+\+|sql|helm|docker|kubernetes|regex|code|"
@@ -174,8 +184,6 @@ def _cached(path: Path, key: dict) -> list[dict] | None:
 
 
 def _filter_and_write(rows, prompts, classifier, cfg, out_dir, *, style, encoder, leaks, restyler, log, ranks_of):
-    from hubstyle.restyle.publish import DATA_NOTES
-
     from hubstyle.evaluate.answers import distinct_n
 
     dropped = {"plain_answer_too_short": 0, "plain_answer_repeats_itself": 0, "rewrite_unchanged": 0,

@@ -121,7 +121,7 @@ def load_restyler(path_or_repo: str | os.PathLike | None = None, *, revision: st
 
     where = Path(path_or_repo) if path_or_repo is not None else SHIPPED_RESTYLER
     if path_or_repo is not None and not where.is_dir():
-        from hubstyle.loading import _local_copy
+        from hubstyle.models import local_copy as _local_copy
 
         where = _local_copy(str(path_or_repo), revision)
     if path_or_repo is None and not (where / "adapter_config.json").is_file():

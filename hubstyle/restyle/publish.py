@@ -11,19 +11,11 @@ from typing import Any
 from hubstyle.errors import HubstyleError
 from hubstyle.fsio import atomic_folder
 from hubstyle.layout import RESTYLER_FACTS
+from hubstyle.restyle.distill import DATA_NOTES
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 RESTYLER_EVAL = "restyler_eval.json"
 SHIPPED_FILES = ("adapter_config.json", RESTYLER_FACTS, RESTYLER_EVAL, "README.md", ADAPTER_WEIGHTS)
-DATA_NOTES = {
-    "shakespeare-modern": (
-        "The pairs are the train split of Jhamtani et al. (2017, \"Shakespearizing Modern Language Using "
-        "Copy-Enriched Sequence to Sequence Models\"; repository harsh19/Shakespearizing-Modern-English), itself from "
-        "the corpus of Xu et al. (2012, \"Paraphrasing for Style\"). The modern side was written for study guides "
-        "(SparkNotes, eNotes). It is research data and its licence is not stated: whoever publishes or uses this "
-        "adapter decides whether that use is allowed."
-    ),
-}
 HELD_OUT_NAMES = {"tempest": "The Tempest"}
 
 
@@ -75,6 +67,7 @@ def restyler_card(facts: dict, evaluation: dict, repo_id: str):
         "hubstyle_version": facts.get("hubstyle_version", ""), "repo_id": repo_id,
         "train_pairs": f"{data_facts['train_pairs']:,}", "data_source": source,
         "dropped_unchanged": f"{data_facts['dropped_unchanged']:,}",
+        "style_word_note": _style_word_note(data_facts),
         "data_note": DATA_NOTES.get(source, f"Pairs from {source}; check their licence before publishing."),
         "lines": evaluation["lines"], "held_out_name": HELD_OUT_NAMES.get(data_facts["held_out_play"] or "", "?"),
         "held_out_pairs": data_facts["held_out_pairs"], "held_out_sha256": str(data_facts["held_out_sha256"])[:16],
@@ -87,6 +80,16 @@ def restyler_card(facts: dict, evaluation: dict, repo_id: str):
         "weights_dtype": "bfloat16 (trained in float32)" if training.get("base_dtype") == "float32" else "bfloat16",
     }
     return _render("restyler", data, kwargs)
+
+
+def _style_word_note(data_facts: dict) -> str:
+    """Return the card's clause on pairs kept for bringing in a style word ('' when the build kept every change)."""
+    dropped = data_facts.get("dropped_without_style_word") or 0
+    if not dropped:
+        return ""
+    words = ", ".join(f"*{w}*" for w in data_facts.get("style_words", [])[:12])
+    return (f", and {dropped:,} more that bring in none of the style words the styled sides use at least four times as "
+            f"often as the plain sides ({words}, ...), since a one-word change teaches copying too")
 
 
 def publish_restyler(adapter: Path, evaluation: dict, dest: Path, repo_id: str = "OWNER/shakespeare-restyler") -> Path:

@@ -8,8 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-from hubstyle.layout import RunLayout
-from hubstyle.layout import RESTYLER_FACTS
+from hubstyle.layout import RESTYLER_FACTS, RunLayout
+from hubstyle.loop import RESUME_FREE
 from hubstyle.restyle.build import RestylerConfig, RestylerData, restyler_data, train_restyler
 
 RESTYLER_PUBLISH = "restyler"  # DIR/publish/restyler: the restyler's repo folder
@@ -28,7 +28,12 @@ def trained_adapter(cfg: RestylerConfig) -> Path | None:
         return None
     made = json.loads(facts_path.read_text(encoding="utf-8")).get("config") or {}
     now = json.loads(json.dumps(asdict(cfg), default=str))
-    return facts_path.parent if all(made.get(k) == now[k] for k in TRAINING_KEYS) else None
+
+    def weights_keys(config: dict) -> dict:  # settings that leave the weights unchanged (micro-batches, logging) aside
+        training = {k: v for k, v in (config.get("training") or {}).items() if k not in RESUME_FREE}
+        return {**{k: config.get(k) for k in TRAINING_KEYS}, "training": training}
+
+    return facts_path.parent if weights_keys(made) == weights_keys(now) else None
 
 
 def line_classifier(cfg: RestylerConfig, data: RestylerData, log: Callable[[str], None] = print) -> Path:
