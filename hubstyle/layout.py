@@ -13,6 +13,7 @@ RUN_FACTS = "run_facts.json"  # the typed record of the run (hubstyle.facts.RunF
 DEMO_TABLE = "demo_table.json"
 CONFIG_COPY = "config.yaml"
 MANIFEST = "run.json"  # how the run was made, stage by stage (hubstyle.manifest.RunManifest; `hubstyle run`)
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # a peft adapter's weights (save_pretrained's safetensors name)
 RESTYLER_FACTS = "restyler.json"  # in a restyler's adapter folder: instruction, style, data, held-out play
 SAMPLES = "samples.jsonl"  # the style samples the data stage made, one JSON object a line
 PRETRAIN_REPORT = "pretrain_report.json"  # in RUN/base: how hubstyle pretrained the tiny base (hubstyle.pretrain)

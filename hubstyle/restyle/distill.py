@@ -161,18 +161,32 @@ def distill(restyler, classifier, cfg: DistillConfig, out_dir: Path, *, style: s
     log(f"distilling: {len(prompts)} pool prompts ({leaks['equal_to_evaluation_prompt'] + leaks['close_to_evaluation_prompt']} "
         "dropped as too close to an evaluation prompt)")
     cache = out_dir / ANSWERS_CACHE
-    key = {"prompts": prompts, "config": asdict(cfg), "restyler": restyler.path}
-    rows = _cached(cache, key)
-    if rows is None:
-        plain = plain_answers(restyler.model, restyler.tokenizer, prompts, cfg)
+    # the plain answers depend on the base, the prompts and the decoding; the rewrites also on the restyler's weights
+    key = {"prompts": prompts, "config": asdict(cfg), "base": restyler.facts.get("base_model")}
+    rewriter = restyler_fingerprint(restyler)
+    cached = _cached(cache, key)
+    if cached is not None and all(r.get("restyler") == rewriter for r in cached):
+        rows = cached
+    else:
+        plain = [r["plain"] for r in cached] if cached is not None else plain_answers(
+            restyler.model, restyler.tokenizer, prompts, cfg)
         todo = [i for i, a in enumerate(plain) if len(a.split()) >= cfg.min_words]
         styled = restyler.restyle([plain[i] for i in todo], batch_size=cfg.batch_size)
         restyled = dict(zip(todo, styled))
-        rows = [{"origin": o, "prompt": p, "plain": plain[i], "restyled": restyled.get(i)}
+        rows = [{"origin": o, "prompt": p, "plain": plain[i], "restyled": restyled.get(i), "restyler": rewriter}
                 for i, (o, p) in enumerate(pool)]
         cache.write_text("\n".join(json.dumps(r) for r in [{"key": key}, *rows]) + "\n", encoding="utf-8")
     return _filter_and_write(rows, prompts, classifier, cfg, out_dir, style=style, encoder=encoder, leaks=leaks,
                              restyler=restyler, log=log, ranks_of=prompt_ranks)
+
+
+def restyler_fingerprint(restyler) -> str:
+    """Return the sha256 of the restyler's adapter weights (what its rewrites depend on), or its path without them."""
+    from hubstyle.fsio import file_sha256
+    from hubstyle.layout import ADAPTER_WEIGHTS
+
+    weights = Path(restyler.path) / ADAPTER_WEIGHTS
+    return file_sha256(weights) if weights.is_file() else str(restyler.path)
 
 
 def _cached(path: Path, key: dict) -> list[dict] | None:

@@ -10,10 +10,9 @@ from typing import Any
 
 from hubstyle.errors import HubstyleError
 from hubstyle.fsio import atomic_folder
-from hubstyle.layout import RESTYLER_FACTS
+from hubstyle.layout import ADAPTER_WEIGHTS, RESTYLER_FACTS
 from hubstyle.restyle.distill import DATA_NOTES
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 RESTYLER_EVAL = "restyler_eval.json"
 SHIPPED_FILES = ("adapter_config.json", RESTYLER_FACTS, RESTYLER_EVAL, "README.md", ADAPTER_WEIGHTS)
 HELD_OUT_NAMES = {"tempest": "The Tempest"}

@@ -106,16 +106,19 @@ def build_restyler(cfg: RestylerConfig, *, resume: bool = False, ship: Path | No
     log(f"held-out {evaluation['lines']} lines: BLEU {r['bleu']} (copy {c['bleu']}), chrF {r['chrf']} (copy "
         f"{c['chrf']}), judged in style {r['style_rate']:.1%} (copy {c['style_rate']:.1%}, Shakespeare "
         f"{evaluation['reference']['style_rate']:.1%}), source ranked first {r['source_rank']['top1']:.1%}")
-    folders = [publish_restyler(adapter, evaluation, layout.root / "publish" / RESTYLER_PUBLISH)]
+    def ship_folder(folder: Path) -> None:
+        if ship is not None:
+            with atomic_folder(Path(ship) / folder.name) as stage:
+                shutil.copytree(folder, stage, dirs_exist_ok=True)
+            log(f"shipped {folder.name} to {Path(ship) / folder.name}")
+
+    # the restyler stands on its own: shipped before distilling, which may find nothing to keep
+    ship_folder(publish_restyler(adapter, evaluation, layout.root / "publish" / RESTYLER_PUBLISH))
     if cfg.distill.enabled:
         from hubstyle.restyle.distill import distill
         from hubstyle.restyle.publish import publish_distilled
 
         distill(restyler, classifier, cfg.distill, layout.root / DISTILLED_PUBLISH, style=cfg.style, log=log)
-        folders.append(publish_distilled(layout.root / DISTILLED_PUBLISH, layout.root / "publish" / DISTILLED_PUBLISH,
-                                         style=cfg.style, hubstyle_version=restyler.facts.get("hubstyle_version", "")))
-    for folder in folders if ship is not None else []:
-        with atomic_folder(Path(ship) / folder.name) as stage:
-            shutil.copytree(folder, stage, dirs_exist_ok=True)
-        log(f"shipped {folder.name} to {Path(ship) / folder.name}")
+        ship_folder(publish_distilled(layout.root / DISTILLED_PUBLISH, layout.root / "publish" / DISTILLED_PUBLISH,
+                                      style=cfg.style, hubstyle_version=restyler.facts.get("hubstyle_version", "")))
     return evaluation
