@@ -2,7 +2,8 @@
 
 On Linux the kernel keeps the process's high-water mark (VmHWM) and resets it when "5" is written to
 /proc/self/clear_refs, so each stage's own peak is measured, not the run's peak so far. Elsewhere only the peak of the
-whole process is known (``resource.getrusage``), and a stage reports that.
+whole process is known (``resource.getrusage``), and a stage reports that. The reset also lowers what the kernel
+reports as the process's maxrss at exit (``/usr/bin/time -v``): the run's peak is the largest stage peak.
 """
 
 from __future__ import annotations
@@ -18,27 +19,29 @@ _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
-def peak_rss_mb() -> float:
-    """Return the process's peak resident memory in MB since start (or since the last `reset_peak`)."""
+def _status_mb(field: str) -> float | None:
+    """Return a memory field of /proc/self/status (``VmHWM``, ``VmRSS``) in MB, or None where /proc is missing."""
     try:
         for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
+    return None
+
+
+def peak_rss_mb() -> float:
+    """Return the process's peak resident memory in MB since start (or since the last `reset_peak`)."""
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 def rss_mb() -> float:
     """Return the process's resident memory now, in MB (0.0 where /proc is missing)."""
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return _status_mb("VmRSS") or 0.0
 
 
 def reset_peak() -> bool:
