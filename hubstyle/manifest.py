@@ -3,7 +3,8 @@
 It records the config, the sha256 of every data file the run read, the package versions, the git commit (when the
 run started inside a git work tree), the seeds and, for each stage, the key of its inputs, whether this invocation
 ran it or found it cached, and its wall time. A stage's key is the sha256 of its own inputs (config sections, data
-file hashes), the keys of the stages it reads, and the versions of hubstyle, torch, transformers and peft.
+file hashes), the keys of the stages it reads, the versions of hubstyle, torch, transformers and peft, and the
+sha256 of hubstyle's own source (``code_digest``: a code change re-runs the stages).
 """
 
 from __future__ import annotations
@@ -133,6 +134,14 @@ def digest(value: Any) -> str:
 
     text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=plain)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def code_digest(root: Path | None = None) -> str:
+    """Return the sha256 of hubstyle's own source (every ``.py`` file of the package, by relative path and content):
+    ``__version__`` is a constant that no code change moves, so stage keys carry this instead."""
+    root = root or Path(__file__).resolve().parent
+    return digest({p.relative_to(root).as_posix(): file_sha256(p) for p in sorted(root.rglob("*.py"))
+                   if "__pycache__" not in p.parts})
 
 
 def package_versions(names: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str, str | None]:

@@ -74,7 +74,7 @@ class StageMeter:
             seen = self.stages.get(name)
             if seen:
                 seconds, peak = seen["seconds"] + seconds, max(seen["peak_rss_mb"], peak)
-            self.stages[name] = {"seconds": round(seconds, 1), "peak_rss_mb": round(peak)}
+            self.stages[name] = {"seconds": round(seconds, 3), "peak_rss_mb": round(peak)}
             if self.log:
                 self.log(f"[{name}] {seconds:.0f} s, peak memory {peak / 1024:.2f} GB")
 

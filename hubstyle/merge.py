@@ -147,7 +147,9 @@ def merge_adapter(
 
     import torch
 
-    model = load_adapters(load_base(base, dtype=torch.float32), {"adapter": adapter_dir})
+    # on the CPU: a float32 base does not fit where its quantised copy trained, and the saved weights must be
+    # host tensors for whatever reads them next (safetensors, the GGUF writer's numpy)
+    model = load_adapters(load_base(base, dtype=torch.float32, on_device=torch.device("cpu")), {"adapter": adapter_dir})
     try:
         merged = model.merge_and_unload(safe_merge=True)
     except ValueError as err:  # safe_merge found NaNs

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -12,7 +14,7 @@ import torch
 
 from hubstyle.env import env_flag
 from hubstyle.errors import HubstyleError
-from hubstyle.layout import PICKLE_SUFFIXES, TOKENIZER_FILES
+from hubstyle.layout import PICKLE_SUFFIXES, TOKENIZER_FILES, TRAINING_FACTS
 from hubstyle.repo_ids import check_repo_id, is_local_path
 
 BASE_ADAPTER_NAME = "__base__"  # peft's name for "no adapter" in mixed-adapter batches
@@ -223,14 +225,18 @@ def load_base(
     revision: str | None = None,
     dtype: torch.dtype = torch.float32,
     quantization: str | None = None,
+    compute: torch.dtype | None = None,
     trust_remote_code: bool | None = None,
+    on_device: torch.device | None = None,
 ):
     """Return a causal LM (or a seq2seq LM for an encoder-decoder base) in eval mode; ``quantization``
-    '4bit'/'8bit' loads it through bitsandbytes. Pickle weights are refused unless HUBSTYLE_ALLOW_PICKLE=1; the
-    model's own code runs only with ``trust_remote_code`` (None: as the enclosing :func:`remote_code` says)."""
+    '4bit'/'8bit' loads it through bitsandbytes (4-bit computing in ``compute``, by default :func:`compute_dtype`).
+    Pickle weights are refused unless HUBSTYLE_ALLOW_PICKLE=1; the model's own code runs only with
+    ``trust_remote_code`` (None: as the enclosing :func:`remote_code` says). An unquantised model goes to
+    ``on_device`` (default :func:`device`)."""
     kwargs: dict = {"revision": revision, "dtype": dtype, **safe_load_kwargs(trust_remote_code)}
     if quantization:
-        kwargs["quantization_config"] = quantization_config(quantization)
+        kwargs["quantization_config"] = quantization_config(quantization, compute)
     where = _check_exists(path_or_id)
     check_safe_weights(where)
     with _loading(path_or_id):
@@ -242,12 +248,18 @@ def load_base(
                 raise
             raise HubstyleError(_pickle_message(f"{where}/{pickle}")) from err
     if not quantization:
-        model.to(device())
+        model.to(on_device or device())
     return model.eval()
 
 
-def quantization_config(quantization: str):
-    """Return the ``BitsAndBytesConfig`` for '4bit' (nf4, double quant) or '8bit'."""
+def compute_dtype() -> torch.dtype:
+    """Return the dtype a quantised base computes in here: bf16 where it is fast, else fp32."""
+    return torch.bfloat16 if bf16_supported() else torch.float32
+
+
+def quantization_config(quantization: str, compute: torch.dtype | None = None):
+    """Return the ``BitsAndBytesConfig`` for '4bit' (nf4, double quant, computing in ``compute``, by default
+    :func:`compute_dtype`) or '8bit'."""
     try:
         from transformers import BitsAndBytesConfig
         import bitsandbytes  # noqa: F401
@@ -258,11 +270,54 @@ def quantization_config(quantization: str):
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16 if bf16_supported() else torch.float32,
+            bnb_4bit_compute_dtype=compute or compute_dtype(),
         )
     if quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     raise HubstyleError(f"unknown quantization '{quantization}'; use '4bit' or '8bit'")
+
+
+@dataclass(frozen=True)
+class TrainedBase:
+    """How a run held its base while training (from the trained folder's ``hubstyle_training.json``): what an
+    evaluation must load again to measure the model that was trained."""
+
+    dtype: torch.dtype = torch.float32
+    quantization: str | None = None  # '4bit' / '8bit' through bitsandbytes
+    compute: torch.dtype | None = None  # a 4-bit base's compute dtype
+
+    def load(self, path_or_id: str | os.PathLike, **kwargs):
+        """Return the base loaded as it was trained (see :func:`load_base`)."""
+        return load_base(path_or_id, dtype=self.dtype, quantization=self.quantization, compute=self.compute, **kwargs)
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def trained_base(trained: str | os.PathLike) -> TrainedBase:
+    """Return how the base of the adapter or model in ``trained`` was held while training; full precision when the
+    folder records nothing (a Hub id, or a folder hubstyle did not train)."""
+    file = Path(trained).expanduser() / TRAINING_FACTS
+    if not file.is_file():
+        return TrainedBase()
+    try:
+        facts = json.loads(file.read_text(encoding="utf-8"))
+        quantization, base_dtype = facts.get("quantization"), facts.get("base_dtype")
+        compute = facts.get("compute_dtype")
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise HubstyleError(f"{file} is not a JSON object ({err}); fix or delete it") from err
+    if quantization in (None, "", "none", False):
+        quantization = None
+    elif quantization not in ("4bit", "8bit"):
+        raise HubstyleError(f"{file} has quantization '{quantization}'; expected '4bit', '8bit' or null")
+    for key, value in (("base_dtype", None if quantization else base_dtype), ("compute_dtype", compute)):
+        if value is not None and value not in _DTYPES:
+            raise HubstyleError(f"{file} has {key} '{value}'; expected one of {', '.join(_DTYPES)}")
+    if quantization:
+        # 4-bit computes in the recorded dtype; older facts did not record it: the dtype training would pick here
+        return TrainedBase(quantization=quantization,
+                           compute=_DTYPES[compute] if compute else (compute_dtype() if quantization == "4bit" else None))
+    return TrainedBase(dtype=_DTYPES.get(base_dtype or "float32", torch.float32))
 
 
 def load_adapters(base_model, adapters: Mapping[str, str | os.PathLike], revision: str | None = None):

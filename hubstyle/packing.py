@@ -87,8 +87,10 @@ def text_blocks(texts: Sequence[str], tokenizer, block_size: int, *, what: str =
     return as_blocks(pack(texts, tokenizer, block_size, what=what))
 
 
-def pack_samples(samples: Sequence[Encoded], block_size: int, pad_id: int, *, what: str = "corpus") -> Blocks:
-    """Return encoded samples packed whole into blocks of ``block_size`` (best fit, longest first).
+def pack_samples(samples: Sequence[Encoded], block_size: int, pad_id: int, *, what: str = "corpus",
+                 pack: bool = True) -> Blocks:
+    """Return encoded samples packed whole into blocks of ``block_size`` (best fit, longest first); with ``pack``
+    False, one sample a block (for an architecture that does not keep packed samples apart).
 
     No sample is split across blocks, so none loses its context; one longer than a block keeps its last
     ``block_size`` tokens (a conversation's trained answer is at its end). Each sample's first label is ignored
@@ -105,13 +107,13 @@ def pack_samples(samples: Sequence[Encoded], block_size: int, pad_id: int, *, wh
     for i in order:
         size = min(len(samples[i].ids), block_size)
         at = bisect.bisect_left(free, (size, -1))
-        if at < len(free):
+        if pack and at < len(free):
             room, b = free.pop(at)
         else:
             room, b = block_size, len(bins)
             bins.append([])
         bins[b].append(i)
-        if room - size > 0:
+        if pack and room - size > 0:
             bisect.insort(free, (room - size, b))
     ids = torch.full((len(bins), block_size), pad_id, dtype=torch.long)
     labels = torch.full((len(bins), block_size), IGNORE_INDEX, dtype=torch.long)
@@ -137,10 +139,11 @@ def pack_samples(samples: Sequence[Encoded], block_size: int, pad_id: int, *, wh
 
 def build_blocks(
     samples: Sequence[str | Conversation], tokenizer, block_size: int, *, template: str = "auto",
-    assistant_only_loss: bool = True, what: str = "corpus",
+    assistant_only_loss: bool = True, what: str = "corpus", pack: bool = True,
 ) -> Blocks:
     """Return the blocks a run trains or scores on: plain texts as one running stream (every token trained), or,
-    when any sample is a conversation, every sample packed whole with the loss on the assistant's tokens."""
+    when any sample is a conversation, every sample packed whole with the loss on the assistant's tokens (one a
+    block when ``pack`` is False)."""
     if all(isinstance(s, str) for s in samples):
         return text_blocks(samples, tokenizer, block_size, what=what)
     from hubstyle.chat import encode
@@ -149,4 +152,4 @@ def build_blocks(
     if not assistant_only_loss:
         encoded = [Encoded(e.ids, list(e.ids)) for e in encoded]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return pack_samples(encoded, block_size, pad if pad is not None else 0, what=what)
+    return pack_samples(encoded, block_size, pad if pad is not None else 0, what=what, pack=pack)

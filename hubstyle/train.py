@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import torch
 
@@ -14,8 +17,16 @@ from hubstyle.data.chat import Conversation
 from hubstyle.errors import HubstyleError
 from hubstyle.fsio import atomic_folder, is_main_process
 from hubstyle.layout import LOSS_HISTORY, LOSS_PLOT, TRAINING_FACTS
-from hubstyle.loop import LoopSettings, token_loss_sum, train_loop
-from hubstyle.models import check_cutoff, device, is_seq2seq, load_base, load_tokenizer, resolve_dtype
+from hubstyle.loop import LoopSettings, honours_packing, token_loss_sum, train_loop
+from hubstyle.models import (
+    check_cutoff,
+    compute_dtype,
+    device,
+    is_seq2seq,
+    load_base,
+    load_tokenizer,
+    resolve_dtype,
+)
 from hubstyle.packing import Blocks, build_blocks
 from hubstyle.plots import plot_loss
 from hubstyle.seq2seq import TASK_TYPE as SEQ2SEQ_TASK
@@ -38,6 +49,7 @@ TARGET_MODULES = {
     "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
 }
 ATTENTION_MARKERS = ("attn", "attention")
+VALIDATION_BLOCKS = 32  # held-out blocks scored every eval_every steps and at the end (the card's validation loss)
 
 
 @dataclass
@@ -161,19 +173,56 @@ def loop_settings(training: TrainingConfig, steps: int, desc: str | None = None)
 
 
 def training_blocks(
-    texts: list[str | Conversation], tokenizer, training: TrainingConfig, chat: ChatConfig, *, seq2seq: bool, what: str
+    texts: list[str | Conversation], tokenizer, training: TrainingConfig, chat: ChatConfig, *, seq2seq: bool, what: str,
+    pack: bool = True,
 ) -> Blocks | PairBatch:
-    """Return what the loop trains (or validates) on: packed blocks, or (context, reply) pairs for a seq2seq base."""
+    """Return what the loop trains (or validates) on: packed blocks (conversations one a block unless ``pack``), or
+    (context, reply) pairs for a seq2seq base."""
     if seq2seq:
         return encode_pairs(pairs_from_samples(texts, what=what), tokenizer, training.cutoff_len, what=what)
     return build_blocks(texts, tokenizer, training.cutoff_len, template=chat.template,
-                        assistant_only_loss=chat.assistant_only_loss, what=what)
+                        assistant_only_loss=chat.assistant_only_loss, what=what, pack=pack)
+
+
+def validation_sample(per_style: Sequence[Blocks | PairBatch], n: int = VALIDATION_BLOCKS) -> Blocks | PairBatch:
+    """Return ``n`` held-out blocks (or pairs) taken evenly from every style: an equal share of each (the remainder
+    to the first), spread evenly over each style's blocks rather than its first ones."""
+    parts = [p for p in per_style if len(p)]
+    if not parts:
+        raise HubstyleError("the validation text has no blocks to score")
+    shares = [n // len(parts) + (i < n % len(parts)) for i in range(len(parts))]
+    picked = []
+    for part, share in zip(parts, shares):
+        if share:
+            index = torch.linspace(0, len(part) - 1, min(share, len(part))).round().long().unique()
+            picked.append(part[index])
+    return _concat(picked)
+
+
+def _concat(parts: list):
+    """Return one Blocks (or PairBatch) of ``parts``, right-padding 2-D tensors to the widest (labels with the
+    ignore index, anything else with 0: padding is neither attended nor scored)."""
+    from hubstyle.chat import IGNORE_INDEX
+
+    fields = [f.name for f in dataclasses.fields(parts[0])]
+    merged = {}
+    for name in fields:
+        tensors = [getattr(p, name) for p in parts]
+        if any(t is None for t in tensors):
+            merged[name] = None
+            continue
+        if tensors[0].dim() == 2:
+            width = max(t.shape[1] for t in tensors)
+            fill = IGNORE_INDEX if name == "labels" else 0
+            tensors = [torch.nn.functional.pad(t, (0, width - t.shape[1]), value=fill) for t in tensors]
+        merged[name] = torch.cat(tensors)
+    return type(parts[0])(**merged)
 
 
 def train(
     base_model: str,
     train_texts: list[str | Conversation],
-    validation_texts: list[str | Conversation],
+    validation_texts: list[str | Conversation] | Mapping[str, list[str | Conversation]],
     out_dir: str | Path,
     training: TrainingConfig | None = None,
     *,
@@ -184,7 +233,8 @@ def train(
     tracker: Tracker | None = None,
 ) -> TrainReport:
     """Return the TrainReport of training on `train_texts` (plain texts or conversations); the adapter (or model)
-    folder lands in `out_dir`; `tracker` (hubstyle.tracking) gets every step's loss, learning rate and tokens/s."""
+    folder lands in `out_dir`; `tracker` (hubstyle.tracking) gets every step's loss, learning rate and tokens/s.
+    `validation_texts` is one list, or {style: texts}: the validation loss then covers every style equally."""
     from hubstyle.chat import chat_format
 
     training = training or TrainingConfig()
@@ -195,10 +245,35 @@ def train(
     is_chat = any(isinstance(t, Conversation) for t in train_texts)
     fmt = chat_format(tokenizer, chat.template) if is_chat else None
     seq2seq = is_seq2seq(base_model)
-    train_blocks = training_blocks(train_texts, tokenizer, training, chat, seq2seq=seq2seq, what="training text")
-    val_blocks = (training_blocks(validation_texts, tokenizer, training, chat, seq2seq=seq2seq, what="validation text")
-                  if validation_texts else None)
+    per_style = validation_texts if isinstance(validation_texts, Mapping) else {"validation": validation_texts}
+
+    def blocks(pack: bool = True):
+        train_blocks = training_blocks(train_texts, tokenizer, training, chat, seq2seq=seq2seq, what="training text",
+                                       pack=pack)
+        built, short = [], []
+        for style, texts in per_style.items():
+            try:
+                if texts:
+                    built.append(training_blocks(texts, tokenizer, training, chat, seq2seq=seq2seq, pack=pack,
+                                                 what=f"validation text of '{style}'"))
+            except HubstyleError:
+                short += texts  # less than a block of its own: scored with the other short ones
+        if short:
+            try:
+                built.append(training_blocks(short, tokenizer, training, chat, seq2seq=seq2seq, pack=pack,
+                                             what="validation text"))
+            except HubstyleError:
+                if not built:
+                    raise
+        return train_blocks, validation_sample(built) if built else None
+
+    train_blocks, val_blocks = blocks()
     model, targets = prepare_model(base_model, training)
+    if getattr(train_blocks, "position_ids", None) is not None and not honours_packing(model):
+        # the architecture would let a packed sample attend to the one before it: one sample a block instead
+        warnings.warn(f"{type(model).__name__} does not keep packed samples apart (their position ids); training on "
+                      "one conversation a block, padded", stacklevel=2)
+        train_blocks, val_blocks = blocks(pack=False)
     hub_id = (base_facts(base_model) or {}).get("hub_id")  # a folder dequantized from a GGUF stands for a Hub model
     if hub_id and hasattr(model, "peft_config"):
         for adapter_config in model.peft_config.values():  # the adapter names the Hub base, never a cache folder
@@ -212,7 +287,7 @@ def train(
         model,
         train_blocks,
         settings,
-        val_blocks=val_blocks[:32] if val_blocks is not None else None,
+        val_blocks=val_blocks,
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
         resume=resume,
         run_config=run_config,
@@ -253,6 +328,8 @@ def save_trained(model, tokenizer, out_dir: Path, report: TrainReport, history: 
         model.save_pretrained(stage)
         tokenizer.save_pretrained(stage)
         facts = {**report.as_dict(), "data": data_facts}
+        if report.quantization == "4bit":  # what evaluation must compute in to measure the model that was trained
+            facts["compute_dtype"] = str(compute_dtype()).removeprefix("torch.")
         (stage / TRAINING_FACTS).write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
         (stage / LOSS_HISTORY).write_text(json.dumps(history), encoding="utf-8")
         plot_loss(history, stage / LOSS_PLOT, title=f"{report.method} training loss")

@@ -5,8 +5,9 @@ Every import counts, those inside functions too (a lazy import is still a depend
 ``if TYPE_CHECKING:`` (never run). A module's floor is in ``FLOORS`` below; a new module needs a line there and in
 the README's Architecture section, which must say the same.
 
-The Space's runtime (``hubstyle/space.py``) travels without hubstyle, so it holds copies of a few of hubstyle's
-functions and constants; the last tests check each copy against its original, so the two cannot drift.
+The Space's runtime (``hubstyle/space.py`` and the ``space_settings`` and ``space_models`` modules it imports) travels
+without hubstyle, so it holds copies of a few of hubstyle's functions and constants; the last tests check each copy
+against its original, so the two cannot drift.
 """
 
 from __future__ import annotations
@@ -90,12 +91,16 @@ FLOORS = {
     "hubstyle.restyle.model": "synthesis",
     # publish: cards, repo folders, GGUF export, the Hub, the Space
     "hubstyle.card": "publish",
+    "hubstyle.card_sections": "publish",
     "hubstyle.export": "publish",
+    "hubstyle.gguf_format": "publish",
     "hubstyle.hub": "publish",
     "hubstyle.publish": "publish",
     "hubstyle.dataset_repo": "publish",
     "hubstyle.release": "publish",
     "hubstyle.space": "publish",
+    "hubstyle.space_settings": "publish",
+    "hubstyle.space_models": "publish",
     "hubstyle.space_folder": "publish",
     "hubstyle.restyle.publish": "publish",
     # flow: the orchestrators (the runner's stages, the pipeline they call, the restyler build)
@@ -322,7 +327,7 @@ ONE_ANSWER = {
 
 def test_each_shared_answer_is_defined_once():
     modules = package_modules()
-    owners = {name: sorted(m for m, p in modules.items() if m != "hubstyle.space" and name in defined_names(p))
+    owners = {name: sorted(m for m, p in modules.items() if m not in SPACE_RUNTIME and name in defined_names(p))
               for name in ONE_ANSWER}
     assert owners == {name: [owner] for name, owner in ONE_ANSWER.items()}
 
@@ -344,6 +349,12 @@ def test_no_module_spells_the_local_path_rule_itself():
 
 # --------------------------------------------------------------------------------------------------- the Space's copies
 
+# The Space's runtime modules (copied into every Space folder) and, per copy, the runtime module that holds it.
+SPACE_RUNTIME = ("hubstyle.space", "hubstyle.space_settings", "hubstyle.space_models")
+SPACE_HOLDER = {"device": "hubstyle.space_models", "bf16_supported": "hubstyle.space_models",
+                "context_length": "hubstyle.space_models", "BASE_ADAPTER_NAME": "hubstyle.space_settings",
+                "PLAIN_USER": "hubstyle.space_settings", "PLAIN_ASSISTANT": "hubstyle.space_settings",
+                "DEMO_TABLE_FILE": "hubstyle.space_settings"}
 # The Space's copy -> the package's original (module, name). The Space cannot import hubstyle, so it copies these.
 SPACE_COPIES = {
     "device": ("hubstyle.models", "device"),
@@ -391,8 +402,8 @@ def test_the_space_copies_functions_verbatim(copy):
     modules = package_modules()
     module, name = SPACE_COPIES[copy]
     original = defined_names(modules[module])[name]
-    space = defined_names(modules["hubstyle.space"])[copy]
-    assert _code(space) == _code(original), f"hubstyle/space.py's {copy} drifted from {module}.{name}: copy it again"
+    space = defined_names(modules[SPACE_HOLDER[copy]])[copy]
+    assert _code(space) == _code(original), f"{SPACE_HOLDER[copy]}'s {copy} drifted from {module}.{name}: copy it again"
 
 
 @pytest.mark.parametrize("copy", sorted(SPACE_CONSTANTS))
@@ -400,13 +411,14 @@ def test_the_space_copies_constants_verbatim(copy):
     modules = package_modules()
     module, name = SPACE_CONSTANTS[copy]
     original = _value(_names_with_tuples(modules[module])[name], name)
-    assert _value(_names_with_tuples(modules["hubstyle.space"])[copy], copy) == original
+    assert _value(_names_with_tuples(modules[SPACE_HOLDER[copy]])[copy], copy) == original
 
 
 def test_every_function_the_space_shares_a_name_with_is_a_checked_copy():
     """A Space function named like a function of models.py or chat.py is a copy, and must be listed above."""
     modules = package_modules()
-    space = {n for n, node in defined_names(modules["hubstyle.space"]).items() if isinstance(node, ast.FunctionDef)}
+    space = {n for m in SPACE_RUNTIME for n, node in defined_names(modules[m]).items()
+             if isinstance(node, ast.FunctionDef)}
     shared = {n for m in ("hubstyle.models", "hubstyle.chat") for n, node in defined_names(modules[m]).items()
               if isinstance(node, ast.FunctionDef)} & space
     assert shared <= set(SPACE_COPIES)
@@ -416,6 +428,6 @@ def test_the_space_error_is_hubstyles():
     """The Space's stand-in HubstyleError (without hubstyle installed) says what hubstyle's does."""
     modules = package_modules()
     original = defined_names(modules["hubstyle.errors"])["HubstyleError"]
-    tree = ast.parse(modules["hubstyle.space"].read_text(encoding="utf-8"))
+    tree = ast.parse(modules["hubstyle.space_settings"].read_text(encoding="utf-8"))
     copies = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "HubstyleError"]
     assert copies and all(ast.dump(c) == ast.dump(original) for c in copies)

@@ -155,7 +155,8 @@ def test_f16_loads_back_in_transformers_with_the_same_logits(chat_run, tmp_path)
     import gguf
 
     report = export_gguf(chat_run, "f16", out=tmp_path)
-    assert report.gguf == tmp_path / "run-F16.gguf" and report.source == "publish/merged"
+    # the run's adapter merged afresh (publish/merged/ is never read: it may be older than the adapter)
+    assert report.gguf == tmp_path / "run-F16.gguf" and report.source.startswith("adapter merged on the CPU")
     assert report.size_bytes == report.gguf.stat().st_size and report.pre_tokenizer == "gpt-2"
     merged = chat_run / "publish" / "merged"
     ids = _prompt_ids(chat_run) + list(range(40, 80))
@@ -226,14 +227,16 @@ def test_lora_gguf_on_the_base_gguf_matches_the_merged_model(chat_run, tmp_path)
     assert lora_effect > 4 * LOGPROB_TOLERANCE  # the adapter really was applied
 
 
-def test_an_adapter_only_run_is_merged_in_memory_to_the_same_tensors(chat_run, tmp_path):
+def test_an_adapter_only_run_is_merged_to_the_same_tensors(chat_run, tmp_path):
     import gguf
 
     run = tmp_path / "adapter-only"
     shutil.copytree(chat_run / "adapter", run / "adapter")
     report = export_gguf(run, "f16")
-    assert report.source.startswith("adapter merged in memory") and report.gguf.parent == run / "gguf"
-    reference = export_gguf(chat_run, "f16", out=tmp_path / "reference")
+    assert report.source.startswith("adapter merged on the CPU") and report.gguf.parent == run / "gguf"
+    assert sorted(p.name for p in report.gguf.parent.iterdir()) == ["Modelfile", "adapter-only-F16.gguf"]  # no merge left
+    reference = export_gguf(chat_run, "f16", out=tmp_path / "reference", merged=chat_run / "publish" / "merged")
+    assert reference.source == "publish/merged"
     got = {t.name: t.data for t in gguf.GGUFReader(report.gguf).tensors}
     want = {t.name: t.data for t in gguf.GGUFReader(reference.gguf).tensors}
     assert got.keys() == want.keys() and all(np.array_equal(got[n], want[n]) for n in want)
@@ -301,7 +304,7 @@ def test_cli_exports_and_prints_paths_and_sizes(chat_run, tmp_path, run_cli):
     assert not (tmp_path / "x").exists()
 
 
-def test_publish_builds_the_gguf_repo_folder_with_its_card(tiny_run, tmp_path):
+def test_publish_builds_the_gguf_repo_folder_with_its_card(tiny_run, tmp_path, monkeypatch):
     from huggingface_hub import ModelCard
 
     from hubstyle.publish import build_publish_folders, default_repo_ids
@@ -330,8 +333,16 @@ def test_publish_builds_the_gguf_repo_folder_with_its_card(tiny_run, tmp_path):
         assert logprob_gap(address, merged, ids_, [5, len(ids_)]) < LOGPROB_TOLERANCE
 
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    import hubstyle.merge
+
+    merges = []
+    real_merge = hubstyle.merge.merge_adapter
+    monkeypatch.setattr(hubstyle.merge, "merge_adapter", lambda *a, **k: merges.append(a) or real_merge(*a, **k))
     build_publish_folders(tiny_run, ids, what=["gguf"])  # rebuilt from the same run: the same bytes
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    # without a merged folder built in the same call, the adapter is merged afresh, once for both files, and the
+    # merge is removed afterwards
+    assert len(merges) == 1 and not list(tiny_run.glob(".merged-*"))
 
 
 @pytest.mark.slow

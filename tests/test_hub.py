@@ -107,6 +107,30 @@ def test_dry_run_compares_with_the_hub_and_writes_nothing(hub_env, tmp_path):
     assert result.changed_files == ["adapter_model.safetensors", "loss.png"]
 
 
+def test_files_removed_locally_are_deleted_on_the_hub_and_the_dry_run_says_so(hub_env, tmp_path):
+    server = hub_env.server
+    folder = make_adapter(tmp_path)
+    (folder / "plots").mkdir()
+    (folder / "plots" / "loss.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    push_folder(folder, "alice/pruned", commit_message="v1")
+    (folder / "plots" / "loss.png").unlink()
+    (folder / "adapter_config.json").unlink()
+    logged = len(server.log)
+
+    changes = dry_run(folder, "alice/pruned")
+
+    assert {c.path: c.status for c in changes} == {
+        "README.md": "unchanged", "adapter_model.safetensors": "unchanged",
+        "adapter_config.json": "deleted", "plots/loss.png": "deleted",  # .gitattributes is the Hub's: kept
+    }
+    assert next(c for c in changes if c.path == "plots/loss.png").size == 72
+    assert {e.method for e in server.log[logged:]} == {"GET"}
+    result = push_folder(folder, "alice/pruned", commit_message="v2")
+    assert result.uploaded and result.changed_files == ["adapter_config.json", "plots/loss.png"]
+    assert set(server.files("alice/pruned")) == {".gitattributes", "README.md", "adapter_model.safetensors"}
+    assert dry_run(folder, "alice/pruned") == [c for c in changes if c.status == "unchanged"]
+
+
 def test_tag_marks_the_pushed_commit(hub_env, tmp_path):
     server = hub_env.server
     folder = make_adapter(tmp_path)

@@ -143,13 +143,14 @@ def check_model_index(run_dir) -> None:
 def check_space_folder(run_dir) -> None:
     """The pushed Space runs with its requirements alone and says how its demo rows were made."""
     from hubstyle.facts import load_decoding
-    from hubstyle.space_folder import RUNTIME_SOURCE
+    from hubstyle.space_folder import RUNTIME_PARTS, RUNTIME_SOURCE
 
     folder = run_dir / "publish" / "space"
 
     requirements = (folder / "requirements.txt").read_text().splitlines()
     assert [r.split("==")[0] for r in requirements] == ["torch", "transformers", "peft", "gradio"]
     assert (folder / "space_app.py").read_bytes() == RUNTIME_SOURCE.read_bytes()
+    assert all((folder / name).read_bytes() == source.read_bytes() for name, source in RUNTIME_PARTS.items())
     config = json.loads((folder / "space_config.json").read_text())
     decoding = json.loads(RunLayout(run_dir).demo_table.read_text())["decoding"]
     words = load_decoding(decoding, "demo_table.json").words()

@@ -286,7 +286,7 @@ def test_space_folder_round_trips(tmp_path, settings):
     from huggingface_hub import SpaceCard
 
     from hubstyle.space import load_settings
-    from hubstyle.space_folder import RUNTIME_SOURCE
+    from hubstyle.space_folder import RUNTIME_PARTS, RUNTIME_SOURCE
 
     out = build_folder(tmp_path / "space")
     card = SpaceCard.load(out / "README.md")
@@ -303,11 +303,13 @@ def test_space_folder_round_trips(tmp_path, settings):
     assert "+" not in "".join(requirements)  # no local version tags such as +cpu
     # the app travels in the folder: hubstyle's own runtime module, byte for byte, and an app.py that launches it
     assert (out / "space_app.py").read_bytes() == RUNTIME_SOURCE.read_bytes()
+    assert all((out / name).read_bytes() == source.read_bytes() for name, source in RUNTIME_PARTS.items())
     app = (out / "app.py").read_text()
     assert app == (Path(__file__).resolve().parents[1] / "space" / "app.py").read_text()
     assert "from space_app import HubstyleError, launch, load_settings" in app  # bad settings: one line, no traceback
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "app.py", "demo_table.json", "requirements.txt", "space_app.py", "space_config.json"]
+        "README.md", "app.py", "demo_table.json", "requirements.txt", "space_app.py", "space_config.json",
+        "space_models.py", "space_settings.py"]
     loaded = load_settings(out, env={})
     assert loaded.base == "someone/tiny-base" and loaded.adapters["pirate"] == "someone/pirate-lora"
     assert loaded.demo_rows == DEMO_ROWS and loaded.examples == EXAMPLES and loaded.title == "Bard vs base"
@@ -343,25 +345,30 @@ def test_space_requirements_that_would_not_resolve_are_one_line_and_write_nothin
 
 
 def test_the_runtime_imports_only_what_the_space_installs():
-    """space_app.py needs torch, transformers, peft and gradio (pinned), ZeroGPU's optional spaces, and hubstyle
-    only where it can do without (a fallback on ImportError)."""
+    """space_app.py and the modules beside it need torch, transformers, peft and gradio (pinned), ZeroGPU's optional
+    spaces, and hubstyle only where they can do without (a fallback on ImportError: the copies beside them)."""
     import ast
     import sys
 
-    from hubstyle.space_folder import PINNED_PACKAGES, RUNTIME_SOURCE
+    from hubstyle.space_folder import PINNED_PACKAGES, RUNTIME_PARTS, RUNTIME_SOURCE
 
-    tree = ast.parse(RUNTIME_SOURCE.read_text(encoding="utf-8"))
-    guarded = {id(node) for t in ast.walk(tree) if isinstance(t, ast.Try)
-               and any(getattr(h.type, "id", "") == "ImportError" for h in t.handlers)
-               for stmt in t.body for node in ast.walk(stmt)}
+    siblings = {name.removesuffix(".py") for name in RUNTIME_PARTS}
     third_party = {}
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            for name in names:
-                top = name.split(".")[0]
-                if top not in sys.stdlib_module_names:
-                    third_party.setdefault(top, set()).add(id(node) in guarded)
+    for source in (RUNTIME_SOURCE, *RUNTIME_PARTS.values()):
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        tries = [t for t in ast.walk(tree) if isinstance(t, ast.Try)
+                 and any(getattr(h.type, "id", "") == "ImportError" for h in t.handlers)]
+        guarded = {id(node) for t in tries for stmt in t.body for node in ast.walk(stmt)}
+        fallbacks = {id(node) for t in tries for h in t.handlers for node in ast.walk(h)}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                for name in names:
+                    top = name.split(".")[0]
+                    if top in siblings:  # the copy beside it, only where hubstyle is missing
+                        assert id(node) in fallbacks, f"{source.name} imports {top} outside an ImportError fallback"
+                    elif top not in sys.stdlib_module_names:
+                        third_party.setdefault(top, set()).add(id(node) in guarded)
     assert set(third_party) == {*PINNED_PACKAGES, "spaces", "hubstyle"}
     assert third_party["spaces"] == {True} and third_party["hubstyle"] == {True}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -145,3 +146,53 @@ def test_tiny_corpus_is_a_clear_error(tiny_base, tmp_path):
     with pytest.raises(HubstyleError, match="fewer than one block"):
         train(str(tiny_base), ["too short"], [], tmp_path / "x", _small())
     assert not (tmp_path / "x").exists()
+
+
+def test_the_validation_loss_covers_every_style_evenly(tiny_base, tmp_path, monkeypatch):
+    """The validation blocks the loop scores (the card's validation loss) come from each style equally, spread over
+    each style's text, not the first 32 blocks of the styles one after another (issue 25)."""
+    import hubstyle.train
+    from hubstyle.models import load_tokenizer
+
+    seen = {}
+
+    class Seen(Exception):
+        pass
+
+    def loop(model, blocks, settings, *, val_blocks, **kwargs):
+        seen["val"] = val_blocks
+        raise Seen
+
+    monkeypatch.setattr(hubstyle.train, "train_loop", loop)
+    first = [f"Line {i} of the king, my lord, and the queen." for i in range(400)]  # 100+ blocks of 64 tokens
+    second = [f"Zebra {i} says quartz." for i in range(60)]
+    train_texts, _ = _texts()
+    with pytest.raises(Seen):
+        train(str(tiny_base), train_texts, {"first": first, "second": second}, tmp_path / "adapter", _small())
+    tok = load_tokenizer(tiny_base)
+    rows = [tok.decode(row) for row in seen["val"].input_ids]
+    assert len(rows) == 32
+    assert sum("Zebra" in r for r in rows) == 16 and sum("king" in r for r in rows) == 16
+    numbers = [int(n) for r in rows for n in re.findall(r"Line (\d+) ", r)]
+    assert min(numbers) < 10 and max(numbers) > 350  # spread over the whole text, not its first blocks
+
+
+def test_a_style_with_too_little_validation_text_is_pooled_not_refused(tiny_base, tmp_path, monkeypatch):
+    import hubstyle.train
+
+    seen = {}
+
+    class Seen(Exception):
+        pass
+
+    def loop(model, blocks, settings, *, val_blocks, **kwargs):
+        seen["val"] = val_blocks
+        raise Seen
+
+    monkeypatch.setattr(hubstyle.train, "train_loop", loop)
+    train_texts, val_texts = _texts()
+    with pytest.raises(Seen):
+        train(str(tiny_base), train_texts, {"long": val_texts, "short": ["Too short."]}, tmp_path / "a", _small())
+    assert len(seen["val"]) == 32
+    with pytest.raises(HubstyleError, match="fewer than one block"):
+        train(str(tiny_base), train_texts, {"short": ["Too short."]}, tmp_path / "b", _small())

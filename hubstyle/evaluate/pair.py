@@ -96,9 +96,11 @@ def is_whole_model(trained: str | os.PathLike) -> bool:
 
 def load_pair(base: str, trained: str | os.PathLike, name: str = "style") -> ModelPair:
     """Return the pair of ``base`` and the run's trained folder: TwoModels for a whole model, else an AdapterPair."""
-    from hubstyle.models import load_adapters, load_base, load_tokenizer
+    from hubstyle.models import load_adapters, load_base, load_tokenizer, trained_base
 
     if is_whole_model(trained):
         # the trained folder holds the tokenizer training used (the base's, saved beside the weights)
         return TwoModels(load_base(base), load_base(trained), load_tokenizer(trained), name)
-    return AdapterPair(load_adapters(load_base(base), {name: trained}), load_tokenizer(base), name)
+    # the base as training held it (4-bit nf4 / 8-bit, same compute dtype, or bf16): the model measured is the model
+    # trained, and a QLoRA run fits at evaluation where it fitted in training
+    return AdapterPair(load_adapters(trained_base(trained).load(base), {name: trained}), load_tokenizer(base), name)

@@ -14,7 +14,7 @@ from typing import Iterator, Sequence
 import torch
 
 from hubstyle.errors import HubstyleError
-from hubstyle.loop import mean_nll
+from hubstyle.loop import honours_packing, mean_nll
 from hubstyle.models import context_length
 from hubstyle.packing import Blocks, build_blocks
 
@@ -24,12 +24,15 @@ def heldout_blocks(
     max_blocks: int | None = None,
 ) -> Blocks:
     """Return ``texts`` (or conversations: scored on the assistant's tokens) packed into blocks of ``block_size``
-    tokens, shortened to the model's context if longer; at most ``max_blocks`` of them, spread evenly."""
+    tokens, shortened to the model's context if longer; at most ``max_blocks`` of them, spread evenly. Conversations
+    are one a block where the model does not keep packed samples apart (``hubstyle.loop.honours_packing``)."""
     if not texts:
         raise HubstyleError(f"the {what} is empty; give some texts to score")
     limit = context_length(model)
     size = min(block_size, limit) if limit else block_size
     blocks = build_blocks(texts, tokenizer, size, template=template, what=what)
+    if blocks.position_ids is not None and not honours_packing(model):
+        blocks = build_blocks(texts, tokenizer, size, template=template, what=what, pack=False)
     if max_blocks is not None and len(blocks) > max_blocks:
         # evenly spaced, not the first ones: packed chat blocks are ordered by sample length
         blocks = blocks[torch.linspace(0, len(blocks) - 1, max_blocks).round().long()]
