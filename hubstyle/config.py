@@ -23,7 +23,7 @@ CHAT_TEMPLATES = ("auto", "model", "plain")
 TRACKERS = ("none", "tensorboard", "trackio", "wandb")  # training.report_to (hubstyle.tracking)
 SCRIPT_FORMATS = ("auto", "colon", "gutenberg", "screenplay", "subtitles", "messages")  # hubstyle.data.scripts
 # the reference corpora hubstyle knows by name (their files and cleaners: hubstyle.data.sources.NAMED_CORPORA)
-CORPUS_NAMES = ("shakespeare", "wikitext", "milton", "shakespeare-modern", "chatterbot")
+CORPUS_NAMES = ("shakespeare", "wikitext", "milton", "shakespeare-modern", "chatterbot", "shakespeare-distilled")
 # The parts of a release (hubstyle.release); the training set (dataset) goes before the model repos whose cards cite it.
 RELEASE_KINDS = ("base", "dataset", "adapter", "merged", "classifier", "gguf", "space")
 TINY_BASE = "tiny"  # base_model: the base hubstyle pretrains itself into OUTPUT_DIR/base

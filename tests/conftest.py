@@ -105,7 +105,7 @@ def _tiny_restyler_config(out, base):
         pairs=ParallelConfig(max_pairs=48, validation_pairs=8),
         training=TrainingConfig(max_steps=3, cutoff_len=128, batch_size=2, learning_rate=3e-3, lora_rank=4,
                                 eval_every=3, checkpoint_every=2),
-        classifier=ClassifierConfig(max_per_class=16), eval_lines=6, max_new_tokens=8,
+        classifier=ClassifierConfig(max_per_class=16), eval_lines=6, max_new_tokens=8, style_bias=1.5,
         distill=DistillConfig(enabled=False),
     )
 

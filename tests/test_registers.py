@@ -101,7 +101,7 @@ def test_other_corpora_config():
     message = str(err.value)
     print(message)
     assert "\n" not in message and "'chatbot'" in message and "did you mean 'chatterbot'" in message
-    assert "chatterbot, milton, shakespeare, shakespeare-modern, wikitext" in message
+    assert "chatterbot, milton, shakespeare, shakespeare-distilled, shakespeare-modern, wikitext" in message
     with pytest.raises(HubstyleError, match="lists 'wikitext' twice"):
         ClassifierConfig(other_corpora=["wikitext", "wikitext"])
     with pytest.raises(HubstyleError, match="other_corpora' is empty"):

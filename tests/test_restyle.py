@@ -86,12 +86,14 @@ def test_restyler_builds_evaluates_publishes_and_rewrites(tiny_build, tiny_chat_
 
     cfg, evaluation = tiny_build
     assert evaluation["lines"] == 6
-    for side in ("restyler", "copy", "reference"):
+    for side in ("restyler", "restyler_unbiased", "copy", "reference"):
         assert 0.0 <= evaluation[side]["style_rate"] <= 1.0 and 0 < evaluation[side]["source_rank"]["mrr"] <= 1
+    assert evaluation["style_bias"] == 1.5
     assert evaluation["copy"]["unchanged"] == 1.0 and evaluation["reference"]["bleu"] == 100.0
     folder = cfg.out / "publish" / "restyler"
     card = (folder / "README.md").read_text(encoding="utf-8")
     assert "The Tempest" in card and "licence is not stated" in card and "copy baseline" in card
+    assert "restyler (style bias 1.5)" in card and "plain greedy (no bias)" in card and "*thou*" in card
     config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
     assert config["base_model_name_or_path"] == str(tiny_chat_base)
     from safetensors import safe_open
@@ -122,6 +124,7 @@ class _WordRestyler:
 
     def __init__(self, restyler):
         self.model, self.tokenizer, self.facts, self.path = restyler.model, restyler.tokenizer, restyler.facts, "stub"
+        self.style_bias = 0.0
 
     def restyle(self, texts, batch_size=16):
         return [t.replace("you", "thou").replace("You", "Thou") + " Forsooth." for t in texts]
@@ -171,9 +174,53 @@ def test_distilled_rows_pass_both_filters_and_a_slice_reproduces_them(tmp_path, 
     assert loaded.data.task_categories == ["text-generation"] and loaded.data.license == "other"
 
 
+def test_bias_words_are_whole_words_no_plain_side_uses():
+    from hubstyle.data.parallel import bias_words
+
+    pairs = [Pair(f"you are here {i}", f"thou art here {i}, th' sun") for i in range(20)]
+    pairs += [Pair(f"is it yours {i}", f"is't thine {i}") for i in range(20)]
+    pairs += [Pair("the sun", "the sun")] * 10
+    words = bias_words(pairs)
+    assert {"thou", "art", "thine"} <= set(words)
+    assert not {"th'", "th", "t", "sun", "here"} & set(words)  # fragments, and words both sides use
+    assert bias_words(pairs, 2) == words[:2]
+
+
+def test_style_bias_reaches_generation(tiny_chat_base):
+    """A large bias on one word makes greedy decoding say it; bias 0 leaves decoding as it was."""
+    from hubstyle.models import load_base, load_tokenizer
+    from hubstyle.restyle.model import Restyler, style_bias_sequences
+
+    tokenizer, model = load_tokenizer(tiny_chat_base), load_base(tiny_chat_base)
+    sequences = style_bias_sequences(tokenizer, ["thou"], 3.0)
+    assert len(sequences) == 3 and set(sequences.values()) == {3.0}  # " thou", " Thou", "Thou"
+    facts = {"decoding": {"style_bias": 0.0, "bias_words": ["thou"]}}
+    restyler = Restyler(model, tokenizer, "Rewrite.", "shakespeare", "here", facts)
+    assert restyler.sequence_bias() is None
+    plain = restyler.restyle("Where are you going?", max_new_tokens=6)
+    pushed = restyler.restyle("Where are you going?", max_new_tokens=6, style_bias=100.0)
+    assert pushed.lower().count("thou") >= 5 and plain != pushed
+    assert restyler.restyle("Where are you going?", max_new_tokens=6) == plain
+
+
 def test_restyle_refuses_empty_and_double_input(run_cli, tmp_path):
     code, _, err = run_cli("restyle", "--file", str(tmp_path / "missing.txt"))
     assert code != 0 and "not found" in err
     (tmp_path / "t.txt").write_text("hi", encoding="utf-8")
     code, _, err = run_cli("restyle", "x", "--file", str(tmp_path / "t.txt"))
     assert code != 0 and "not both" in err
+
+
+@pytest.mark.parametrize("plain, refuses", [
+    ("I'm sorry for any misunderstanding, but as a chatbot designed to assist with animal care, I don't have the "
+     "capability to advise.", True),
+    ("I'm sorry for your loss, but as a helpful AI, I'm not equipped to provide assistance with that.", True),
+    ("As an AI language model, I cannot browse the internet.", True),
+    ("I'm sorry to hear that. Start with ten minutes of walking a day and add five each week.", False),
+    ("Chatbots such as ELIZA answered by matching patterns; an assistant today predicts words.", False),
+])
+def test_distillation_drops_plain_answers_that_refuse(plain, refuses):
+    """SmolLM2 declines about one answer in ten ("as a chatbot designed to ..."); restyled, it would teach refusing."""
+    from hubstyle.restyle.distill import _REFUSAL
+
+    assert bool(_REFUSAL.search(plain)) is refuses

@@ -174,6 +174,16 @@ def style_words(pairs: list[Pair], *, min_ratio: float = 4.0, min_count: int = 1
     return sorted((w for w, r in ratio.items() if r >= min_ratio), key=lambda w: (-ratio[w], w))
 
 
+def bias_words(pairs: list[Pair], n: int = 20) -> list[str]:
+    """Return the `n` most marked style words that no plain side uses, whole words of three letters or more (a
+    fragment such as "th" would also push every word that starts with it): what a restyler's decoding bias favours."""
+    plain: Counter = Counter()
+    for pair in pairs:
+        plain.update(_words(pair.source))
+    whole = re.compile(r"^'?[a-z][a-z']*[a-z]$")
+    return [w for w in style_words(pairs) if not plain[w] and whole.match(w) and len(w.strip("'")) >= 3][:n]
+
+
 def introduces(pair: Pair, words: set[str]) -> bool:
     """Return whether the styled side uses one of `words` that the plain side does not."""
     return bool((set(_words(pair.target)) - set(_words(pair.source))) & words)

@@ -75,7 +75,7 @@ class NamedCorpus:
 
     name: str
     files: tuple[CorpusFile, ...]
-    cleaner: Callable[[str], list[str]]
+    cleaner: Callable[[str], list[str]] | None  # None: the files are chat rows (JSONL messages)
     description: str
     hint: str = ""  # added to the error when a file can't be found or fetched
     package: PackageFiles | None = None
@@ -154,6 +154,14 @@ NAMED_CORPORA: dict[str, NamedCorpus] = {
         package=PackageFiles("chatterbot_corpus", "data/english/*.yml", "chatterbot-corpus"),
         cleaner=chatterbot_blocks,
         description="chatterbot-corpus (BSD-3) English: modern conversational lines, one block per conversation",
+    ),
+    "shakespeare-distilled": NamedCorpus(
+        name="shakespeare-distilled",
+        files=(),
+        package=PackageFiles("hubstyle", "shipped/distilled/distilled.jsonl", "hubstyle"),
+        cleaner=None,  # chat rows (messages): read as conversations, not cleaned into text blocks
+        description="hubstyle's distilled chat set: modern questions, SmolLM2's plain answers rewritten by the "
+                    "shipped restyler, kept when judged in style and on topic (synthetic: trains only)",
     ),
 }
 
@@ -307,7 +315,8 @@ def load_corpus(
     elif source in NAMED_CORPORA:
         spec = NAMED_CORPORA[source]
         paths = named_corpus_files(source)
-        blocks = [block for path in paths for block in spec.cleaner(_read_text(path))]
+        blocks = [block for path in paths for block in (
+            spec.cleaner(_read_text(path)) if spec.cleaner else read_chat_jsonl(path, _read_text(path), "messages"))]
         where, label = ", ".join(str(p) for p in paths), name or source
     else:
         path = Path(source).expanduser()

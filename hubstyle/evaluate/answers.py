@@ -71,7 +71,7 @@ def _check_pairs(prompts: Sequence[str], answers: Sequence[str]) -> None:
         )
 
 
-def _embed(encoder: Encoder, texts: list[str], batch_size: int):
+def embed(encoder: Encoder, texts: list[str], batch_size: int):
     """Return an (n, dim) float32 CPU tensor of L2-normalised, attention-mask mean-pooled embeddings of ``texts``."""
     import torch
 
@@ -110,7 +110,7 @@ def relevance(
     if not keep:
         return scores
     encoder = encoder or load_encoder()
-    vectors = _embed(encoder, [prompts[i] for i in keep] + [answers[i] for i in keep], batch_size)
+    vectors = embed(encoder, [prompts[i] for i in keep] + [answers[i] for i in keep], batch_size)
     sims = (vectors[: len(keep)] * vectors[len(keep) :]).sum(1).tolist()
     for i, sim in zip(keep, sims):
         scores[i] = sim
@@ -139,8 +139,8 @@ def prompt_ranks(
     ranks = [len(candidates)] * len(answers)
     if not keep:
         return ranks
-    cand = _embed(encoder, candidates, batch_size)
-    ans = _embed(encoder, [answers[i] for i in keep], batch_size)
+    cand = embed(encoder, candidates, batch_size)
+    ans = embed(encoder, [answers[i] for i in keep], batch_size)
     sims = ans @ cand.T
     for row, i in enumerate(keep):
         own = sims[row, i]

@@ -130,6 +130,7 @@ def _run(
     desc: str,
     chat: str | None = None,
     system: str | None = None,
+    sequence_bias: dict[tuple[int, ...], float] | None = None,
 ) -> list[list[str]]:
     """Return, per prompt, its continuations: [text] for one model, [base, tuned] when ``adapter`` is given."""
     from tqdm.auto import tqdm
@@ -140,6 +141,8 @@ def _run(
     )
     if chat is not None:  # an answer ends at the end of its turn; the rendered prompt already holds its specials
         kwargs["eos_token_id"] = tokenizer.eos_token_id
+    if sequence_bias:  # transformers' SequenceBiasLogitsProcessor: added to the logits of these token sequences
+        kwargs["sequence_bias"] = dict(sequence_bias)
     prompts = as_chat_prompts(prompts, tokenizer, chat, system)
     special = chat is None
     dev = next(model.parameters()).device
@@ -219,13 +222,15 @@ def generate(
     chat: str | None = None,
     system: str | None = None,
     desc: str = "generating",
+    sequence_bias: dict[tuple[int, ...], float] | None = None,
 ) -> list[str]:
     """Return one continuation per prompt from ``model`` as it is (for a PeftModel: its active adapter); with
-    ``chat``, each prompt is a user's turn after the ``system`` turn, when given."""
+    ``chat``, each prompt is a user's turn after the ``system`` turn, when given; ``sequence_bias`` adds to the
+    logits of token sequences (transformers' ``sequence_bias``)."""
     prompts = check_prompts(prompts)
     rows = _run(
         model, tokenizer, prompts, adapter=None, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
         do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size, bf16=bf16,
-        desc=desc, chat=chat, system=system,
+        desc=desc, chat=chat, system=system, sequence_bias=sequence_bias,
     )
     return [row[0] for row in rows]

@@ -50,6 +50,8 @@ class RestylerConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)  # the line-level judge (path: use one)
     distill: DistillConfig = field(default_factory=DistillConfig)  # the on-topic chat set distilled through it
     eval_lines: int = 200  # held-out lines scored (evenly spaced over the play)
+    style_bias: float = 0.0  # decoding: added to the logits of the style words (0: plain greedy); weights unchanged
+    bias_words: int = 20  # how many style words the bias favours (the most marked that no plain side uses)
     max_new_tokens: int = 64
 
     @property

@@ -34,6 +34,11 @@ DATA_NOTES = {
 }
 _QUESTION_START = re.compile(r"^(what|how|why|who|where|when|which|can|could|should|is|are|do|does|tell|give|"
                              r"describe|explain|any)\b", re.I)
+# A plain answer that declines or talks about being a program ("as a chatbot designed to ..., I don't have the
+# ability"): restyled, it would teach the style model to refuse in the style.
+_REFUSAL = re.compile(r"\bas an? (?:[\w-]+ )?(?:ai|chatbot|assistant|language model)\b|\b(?:ai|chatbot) designed\b|"
+                      r"\bi (?:do not|don't) have the (?:ability|capability|capacity|power)\b|"
+                      r"\b(?:not|n't) (?:equipped|capable|able) to (?:assist|help|provide)\b", re.I)
 _CODE_WORDS = re.compile(r"\b(python|javascript|typescript|java|c\+\+|sql|helm|docker|kubernetes|regex|code|"
                          r"function|class|interface|sort|algorithm|program)\b", re.I)
 
@@ -107,7 +112,7 @@ def evaluation_prompts(files: list[str]) -> list[str]:
 def prompt_pool(cfg: DistillConfig, encoder=None) -> tuple[list[tuple[str, str]], dict[str, int]]:
     """Return ((origin, prompt) pairs in a fixed order, counts of what was dropped as too close to an evaluation
     prompt) for the pool: template questions interleaved with chatterbot's."""
-    from hubstyle.evaluate.answers import _embed, load_encoder
+    from hubstyle.evaluate.answers import embed, load_encoder
 
     templates, chatterbot = template_prompts(), chatterbot_questions()
     pool = []
@@ -117,7 +122,7 @@ def prompt_pool(cfg: DistillConfig, encoder=None) -> tuple[list[tuple[str, str]]
     evals = evaluation_prompts(cfg.eval_prompt_files)
     exact = {e.lower().strip() for e in evals}
     encoder = encoder or load_encoder()
-    sims = _embed(encoder, [p for _, p in pool], 64) @ _embed(encoder, evals, 64).T
+    sims = embed(encoder, [p for _, p in pool], 64) @ embed(encoder, evals, 64).T
     nearest = sims.max(dim=1).values.tolist()
     kept, dropped = [], {"equal_to_evaluation_prompt": 0, "close_to_evaluation_prompt": 0}
     for (origin, prompt), near in zip(pool, nearest):
@@ -181,12 +186,14 @@ def distill(restyler, classifier, cfg: DistillConfig, out_dir: Path, *, style: s
 
 
 def restyler_fingerprint(restyler) -> str:
-    """Return the sha256 of the restyler's adapter weights (what its rewrites depend on), or its path without them."""
+    """Return the sha256 of the restyler's adapter weights (or its path without them) and its decoding bias: what its
+    rewrites depend on."""
     from hubstyle.fsio import file_sha256
     from hubstyle.layout import ADAPTER_WEIGHTS
 
     weights = Path(restyler.path) / ADAPTER_WEIGHTS
-    return file_sha256(weights) if weights.is_file() else str(restyler.path)
+    made = file_sha256(weights) if weights.is_file() else str(restyler.path)
+    return f"{made} style_bias={restyler.style_bias:g}" if restyler.style_bias else made
 
 
 def _cached(path: Path, key: dict) -> list[dict] | None:
@@ -200,13 +207,15 @@ def _cached(path: Path, key: dict) -> list[dict] | None:
 def _filter_and_write(rows, prompts, classifier, cfg, out_dir, *, style, encoder, leaks, restyler, log, ranks_of):
     from hubstyle.evaluate.answers import distinct_n
 
-    dropped = {"plain_answer_too_short": 0, "plain_answer_repeats_itself": 0, "rewrite_unchanged": 0,
-               "not_judged_in_style": 0, "off_topic": 0}
+    dropped = {"plain_answer_too_short": 0, "plain_answer_repeats_itself": 0, "plain_answer_refuses": 0,
+               "rewrite_unchanged": 0, "not_judged_in_style": 0, "off_topic": 0}
     answered = [r for r in rows if r["restyled"]]
     dropped["plain_answer_too_short"] = len(rows) - len(answered)
     # a small base loops ("It's a cruel mistress, ain't she? It's a cruel mistress, ..."): such text teaches looping
-    candidates = [r for r in answered if distinct_n([r["plain"]], 2) >= MIN_DISTINCT_2]
-    dropped["plain_answer_repeats_itself"] = len(answered) - len(candidates)
+    fluent = [r for r in answered if distinct_n([r["plain"]], 2) >= MIN_DISTINCT_2]
+    dropped["plain_answer_repeats_itself"] = len(answered) - len(fluent)
+    candidates = [r for r in fluent if not _REFUSAL.search(r["plain"])]
+    dropped["plain_answer_refuses"] = len(fluent) - len(candidates)
     labels = classifier.predict([r["restyled"] for r in candidates]) if candidates else []
     ranks = ranks_of(prompts, [r["restyled"] or "" for r in rows], encoder=encoder)
     by_prompt = dict(zip(prompts, ranks))
@@ -231,10 +240,11 @@ def _filter_and_write(rows, prompts, classifier, cfg, out_dir, *, style, encoder
                 "restyler, kept only where the rewrite is judged in the style and still picks out its question",
         "base_model": base, "base_decoding": {"do_sample": False, "max_new_tokens": cfg.max_new_tokens},
         "restyler": {"path": restyler.path, "data": restyler.facts.get("data", {}).get("source"),
+                     "style_bias": getattr(restyler, "style_bias", 0.0),
                      "data_note": DATA_NOTES.get(restyler.facts.get("data", {}).get("source", ""), "")},
         "pool": {"sources": ["chatterbot-corpus questions (BSD-3)", "hubstyle templates"], "prompts": len(prompts),
                  "dropped_as_evaluation_leaks": leaks, "leak_cosine": cfg.leak_cosine},
-        "filters": {"min_words": cfg.min_words, "style": f"classifier label == {style!r}",
+        "filters": {"min_words": cfg.min_words, "refusals": _REFUSAL.pattern, "style": f"classifier label == {style!r}",
                     "on_topic": f"own question ranked <= {cfg.max_rank} among the {len(prompts)} pool prompts "
                                 "(MiniLM-L6 similarity)"},
         "counts": {"pool": len(rows), "kept": len(kept), **{f"dropped_{k}": v for k, v in dropped.items()},

@@ -55,6 +55,8 @@ def evaluate_restyler(restyler, held_out: Sequence[Pair], *, classifier, style: 
     outputs = restyler.rewrite_sentences(sources)
     encoder = encoder or load_encoder()
     sides = {"restyler": outputs, "copy": sources, "reference": references}
+    if restyler.style_bias:  # what the same weights do without the decoding bias
+        sides["restyler_unbiased"] = restyler.rewrite_sentences(sources, style_bias=0.0)
     scores: dict[str, Any] = {}
     for name, texts in sides.items():
         ranks = prompt_ranks(sources, texts, encoder=encoder)
@@ -66,6 +68,7 @@ def evaluate_restyler(restyler, held_out: Sequence[Pair], *, classifier, style: 
         }
     return {
         "lines": len(chosen),
+        "style_bias": restyler.style_bias,
         "bleu_gain": round(scores["restyler"]["bleu"] - scores["copy"]["bleu"], 2),
         **scores,
         "examples": [{"source": s, "restyled": o, "reference": r}

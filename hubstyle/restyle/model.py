@@ -2,7 +2,8 @@
 
 ``load_restyler()`` loads the restyler shipped with hubstyle (plain English -> Shakespeare's English);
 ``load_restyler(path_or_repo)`` any restyler folder or Hub repo hubstyle built. Decoding is greedy, so the same text
-always gives the same rewrite.
+always gives the same rewrite. A restyler's decoding may add ``style_bias`` to the logits of its style words
+(``facts["decoding"]``, transformers' ``sequence_bias``): more of them, at some cost in fidelity to the references.
 """
 
 from __future__ import annotations
@@ -50,27 +51,52 @@ class Restyler:
     path: str
     facts: dict
 
-    def restyle(self, text: str | Sequence[str], *, max_new_tokens: int = 96, batch_size: int = 16
-                ) -> str | list[str]:
-        """Return ``text`` rewritten in the style (a list for a list): each line kept, each sentence rewritten."""
+    @property
+    def style_bias(self) -> float:
+        """Return the logit bias its decoding adds to the style words (0: plain greedy)."""
+        return float((self.facts.get("decoding") or {}).get("style_bias", 0.0))
+
+    def sequence_bias(self, style_bias: float | None = None) -> dict[tuple[int, ...], float] | None:
+        """Return transformers' ``sequence_bias`` for ``style_bias`` (default: the restyler's own), None for 0."""
+        bias = self.style_bias if style_bias is None else float(style_bias)
+        words = (self.facts.get("decoding") or {}).get("bias_words") or []
+        return style_bias_sequences(self.tokenizer, words, bias) if bias and words else None
+
+    def restyle(self, text: str | Sequence[str], *, max_new_tokens: int = 96, batch_size: int = 16,
+                style_bias: float | None = None) -> str | list[str]:
+        """Return ``text`` rewritten in the style (a list for a list): each line kept, each sentence rewritten;
+        ``style_bias`` overrides the restyler's decoding bias toward its style words."""
         single = isinstance(text, str)
         texts = [text] if single else list(text)
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:
             raise HubstyleError(f"restyle takes text; item {bad[0]} is a {type(texts[bad[0]]).__name__}")
         out = restyle_texts(self.model, self.tokenizer, texts, self.instruction, max_new_tokens=max_new_tokens,
-                            batch_size=batch_size)
+                            batch_size=batch_size, sequence_bias=self.sequence_bias(style_bias))
         return out[0] if single else out
 
-    def rewrite_sentences(self, sentences: Sequence[str], *, max_new_tokens: int = 96, batch_size: int = 16
-                          ) -> list[str]:
+    def rewrite_sentences(self, sentences: Sequence[str], *, max_new_tokens: int = 96, batch_size: int = 16,
+                          style_bias: float | None = None) -> list[str]:
         """Return one rewrite per sentence (no splitting): what evaluation scores line by line."""
         return rewrite_lines(self.model, self.tokenizer, list(sentences), self.instruction,
-                             max_new_tokens=max_new_tokens, batch_size=batch_size)
+                             max_new_tokens=max_new_tokens, batch_size=batch_size,
+                             sequence_bias=self.sequence_bias(style_bias))
+
+
+def style_bias_sequences(tokenizer, words: Sequence[str], bias: float) -> dict[tuple[int, ...], float]:
+    """Return ``bias`` for each word's token sequence as it opens a sentence or follows a space, in lower and
+    capital case (transformers' ``sequence_bias``: the last token is pushed when the ones before it match)."""
+    sequences: dict[tuple[int, ...], float] = {}
+    for word in words:
+        for form in {f" {word}", f" {word.capitalize()}", word.capitalize()}:
+            ids = tuple(tokenizer(form, add_special_tokens=False)["input_ids"])
+            if ids:
+                sequences[ids] = float(bias)
+    return sequences
 
 
 def rewrite_lines(model, tokenizer, lines: list[str], instruction: str, *, max_new_tokens: int = 96,
-                  batch_size: int = 16) -> list[str]:
+                  batch_size: int = 16, sequence_bias: dict | None = None) -> list[str]:
     """Return each line rewritten by the restyler ``model`` (greedy); an empty rewrite keeps the line as it was."""
     from hubstyle.evaluate.generation import generate
 
@@ -79,14 +105,15 @@ def rewrite_lines(model, tokenizer, lines: list[str], instruction: str, *, max_n
     if not todo:
         return out
     rewrites = generate(model, tokenizer, [lines[i] for i in todo], max_new_tokens=max_new_tokens, do_sample=False,
-                        batch_size=batch_size, chat="model", system=instruction, desc="restyling")
+                        batch_size=batch_size, chat="model", system=instruction, desc="restyling",
+                        sequence_bias=sequence_bias)
     for i, new in zip(todo, rewrites):
         out[i] = new.strip() or lines[i]
     return out
 
 
 def restyle_texts(model, tokenizer, texts: list[str], instruction: str, *, max_new_tokens: int = 96,
-                  batch_size: int = 16) -> list[str]:
+                  batch_size: int = 16, sequence_bias: dict | None = None) -> list[str]:
     """Return each text rewritten sentence by sentence, its line breaks kept."""
     pieces: list[tuple[int, int, int]] = []  # (text, line, sentence) of every sentence
     sentences: list[str] = []
@@ -99,7 +126,7 @@ def restyle_texts(model, tokenizer, texts: list[str], instruction: str, *, max_n
                 pieces.append((t, li, si))
                 sentences.append(sentence)
     rewritten = rewrite_lines(model, tokenizer, sentences, instruction, max_new_tokens=max_new_tokens,
-                              batch_size=batch_size) if sentences else []
+                              batch_size=batch_size, sequence_bias=sequence_bias) if sentences else []
     for (t, li, si), new in zip(pieces, rewritten):
         structure[t][li][si] = new
     return ["\n".join(" ".join(line) for line in lines) for lines in structure]

@@ -44,8 +44,13 @@ def restyler_card(facts: dict, evaluation: dict, repo_id: str):
     hp = config["training"]
     style = facts["style"]
     rows = []
-    for name, label in (("restyler", "restyler"), ("copy", "copy baseline (input unchanged)"),
-                        ("reference", "Shakespeare's line (ceiling)")):
+    bias = float(evaluation.get("style_bias") or 0.0)
+    sides = (("restyler", f"restyler (style bias {bias:g})" if bias else "restyler"),
+             ("restyler_unbiased", "restyler, plain greedy (no bias)"), ("copy", "copy baseline (input unchanged)"),
+             ("reference", "Shakespeare's line (ceiling)"))
+    for name, label in sides:
+        if name not in evaluation:
+            continue
         side = evaluation[name]
         rows.append({"name": label, "bleu": f"{side['bleu']:.1f}", "chrf": f"{side['chrf']:.1f}",
                      "style_rate": f"{side['style_rate']:.1%}", "top1": f"{side['source_rank']['top1']:.1%}",
@@ -77,6 +82,8 @@ def restyler_card(facts: dict, evaluation: dict, repo_id: str):
         "tokens_per_second": f"{training['tokens_per_second']:.0f}", "machine": facts.get("machine", "?"),
         "val_loss": f"{training['final_val_loss']:.3f}", "validation_pairs": data_facts["validation_pairs"],
         "weights_dtype": "bfloat16 (trained in float32)" if training.get("base_dtype") == "float32" else "bfloat16",
+        "style_bias": f"{bias:g}" if bias else "",
+        "bias_words": ", ".join(f"*{w}*" for w in (facts.get("decoding") or {}).get("bias_words", [])),
     }
     return _render("restyler", data, kwargs)
 

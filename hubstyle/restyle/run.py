@@ -75,6 +75,18 @@ def line_classifier(cfg: RestylerConfig, data: RestylerData, log: Callable[[str]
     return out
 
 
+def write_decoding(adapter: Path, cfg: RestylerConfig, data: RestylerData) -> None:
+    """Record the decoding settings (style bias and the words it favours) in the adapter's facts: they change the
+    rewrites, not the weights, so a build with a new bias reuses the trained adapter."""
+    from hubstyle.data.parallel import bias_words
+
+    path = adapter / RESTYLER_FACTS
+    facts = json.loads(path.read_text(encoding="utf-8"))
+    facts["decoding"] = {"style_bias": float(cfg.style_bias),
+                         "bias_words": bias_words(data.train, cfg.bias_words) if cfg.style_bias else []}
+    path.write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
+
+
 def build_restyler(cfg: RestylerConfig, *, resume: bool = False, ship: Path | None = None,
                    log: Callable[[str], None] = print) -> dict:
     """Return the restyler's evaluation after training (unless already trained with this config), judging and
@@ -96,6 +108,7 @@ def build_restyler(cfg: RestylerConfig, *, resume: bool = False, ship: Path | No
         log(f"restyler already trained with this config: {adapter}")
     data = restyler_data(cfg)
     classifier = load_classifier(line_classifier(cfg, data, log))
+    write_decoding(adapter, cfg, data)
     restyler = load_restyler(adapter)
     log(f"evaluating on {min(cfg.eval_lines, len(data.held_out))} held-out lines ...")
     evaluation = evaluate_restyler(restyler, data.held_out, classifier=classifier, style=cfg.style,
@@ -103,7 +116,11 @@ def build_restyler(cfg: RestylerConfig, *, resume: bool = False, ship: Path | No
     layout.evaluation.mkdir(parents=True, exist_ok=True)
     (layout.evaluation / RESTYLER_EVAL).write_text(json.dumps(evaluation, indent=2), encoding="utf-8")
     r, c = evaluation["restyler"], evaluation["copy"]
-    log(f"held-out {evaluation['lines']} lines: BLEU {r['bleu']} (copy {c['bleu']}), chrF {r['chrf']} (copy "
+    if "restyler_unbiased" in evaluation:
+        u = evaluation["restyler_unbiased"]
+        log(f"without the style bias: BLEU {u['bleu']}, chrF {u['chrf']}, judged in style {u['style_rate']:.1%}, "
+            f"source ranked first {u['source_rank']['top1']:.1%}")
+    log(f"held-out {evaluation['lines']} lines (style bias {evaluation['style_bias']}): BLEU {r['bleu']} (copy {c['bleu']}), chrF {r['chrf']} (copy "
         f"{c['chrf']}), judged in style {r['style_rate']:.1%} (copy {c['style_rate']:.1%}, Shakespeare "
         f"{evaluation['reference']['style_rate']:.1%}), source ranked first {r['source_rank']['top1']:.1%}")
     def ship_folder(folder: Path) -> None:
