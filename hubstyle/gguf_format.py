@@ -13,8 +13,9 @@ from typing import Callable
 
 from hubstyle.errors import HubstyleError
 from hubstyle.fsio import atomic_file
+from hubstyle.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 
 
 # --------------------------------------------------------------------------------------------------- architectures

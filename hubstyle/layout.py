@@ -14,6 +14,7 @@ DEMO_TABLE = "demo_table.json"
 CONFIG_COPY = "config.yaml"
 MANIFEST = "run.json"  # how the run was made, stage by stage (hubstyle.manifest.RunManifest; `hubstyle run`)
 ADAPTER_WEIGHTS = "adapter_model.safetensors"  # a peft adapter's weights (save_pretrained's safetensors name)
+ADAPTER_CONFIG = "adapter_config.json"  # a peft adapter's config (names its base: base_model_name_or_path)
 RESTYLER_FACTS = "restyler.json"  # in a restyler's adapter folder: instruction, style, data, held-out play
 SAMPLES = "samples.jsonl"  # the style samples the data stage made, one JSON object a line
 PRETRAIN_REPORT = "pretrain_report.json"  # in RUN/base: how hubstyle pretrained the tiny base (hubstyle.pretrain)

@@ -295,7 +295,10 @@ def evaluate(
     from hubstyle.evaluate.prompts import load_demo_prompts, load_prompts
     from hubstyle.evaluate.run import evaluate_run
 
+    from hubstyle.memory import release_freed
+
     classifier, classifier_report = ensure_classifier(cfg, layout.classifier, data, generic, log)
+    release_freed()  # the classifier's training freed ~1.5 GB of heap: give it back before loading the LM
     ev = cfg.evaluation
     log("evaluating base vs tuned (style rate, perplexity, demo table) ...")
     if is_seq2seq(base):  # each prompt is the encoder's input; losses on (input, target) pairs

@@ -7,16 +7,22 @@ import json
 from pathlib import Path
 
 from hubstyle.bases import SMOLLM2_ID
-from hubstyle.config import TINY_BASE, DialogueConfig, EvaluationConfig, PretrainConfig, RunConfig, TrainingConfig
+from hubstyle.config import TINY_BASE, CorpusConfig, DialogueConfig, EvaluationConfig, PretrainConfig, RunConfig, TrainingConfig
 from hubstyle.runner import RunResult, run_config
 
+
+
+QUICKSTART_SPEECHES = 100  # tinyshakespeare speeches beside the distilled set's rows
+QUICKSTART_STEPS = 48  # optimizer steps of QUICKSTART_BATCH packed 256-token blocks
+QUICKSTART_BATCH = 4
 
 
 def quickstart_config(out: str | Path, *, tiny: bool = False) -> RunConfig:
     """Return the quickstart's RunConfig, sized for ~10 min on 2 cores and bounded by steps (same adapter each run).
 
-    Default: a Shakespeare chat adapter on SmolLM2-135M-Instruct, trained on tinyshakespeare speeches as answers to
-    modern questions about them. ``tiny``: the from-scratch path (a tiny GPT pretrained on wikitext, plain-text LoRA).
+    Default: a Shakespeare chat adapter on SmolLM2-135M-Instruct, trained on the shipped distilled set (modern
+    questions, SmolLM2's plain answers rewritten by the shipped restyler) mixed with tinyshakespeare speeches as
+    answers to modern questions about them. ``tiny``: the from-scratch path (a tiny GPT pretrained on wikitext, plain-text LoRA).
     """
     if tiny:
         return RunConfig(
@@ -31,16 +37,22 @@ def quickstart_config(out: str | Path, *, tiny: bool = False) -> RunConfig:
     return RunConfig(
         base_model=SMOLLM2_ID,
         output_dir=str(out),
+        # on-topic answers (distilled: they answer the question) next to real speeches (they carry the style)
+        corpora=[CorpusConfig(source="shakespeare", max_samples=QUICKSTART_SPEECHES),
+                 CorpusConfig(source="shakespeare-distilled", name="shakespeare", synthetic=True)],
         # Speeches of 16+ words: on real held-out speeches the quickstart's classifier calls 43% of those under 8 words
         # Shakespeare, 81% at 8-15 and 99% from 16 on; trained on short lines, the adapter answers in short lines.
         dialogue=DialogueConfig(render="chat", rounds=1, prompts="questions", min_answer_words=16),
         training=TrainingConfig(
-            method="lora", lora_rank=16, lora_alpha=32, cutoff_len=256, batch_size=8,
-            max_steps=60, learning_rate=2e-3, warmup_steps=5, eval_every=30, checkpoint_every=30,
+            method="lora", lora_rank=16, lora_alpha=32, cutoff_len=256, batch_size=QUICKSTART_BATCH,
+            max_steps=QUICKSTART_STEPS, learning_rate=2e-3, warmup_steps=5,
+            eval_every=QUICKSTART_STEPS,  # one validation pass, at the end (each takes ~30 s here)
+            checkpoint_every=QUICKSTART_STEPS // 2,
             # one 256-token sequence per micro-batch (same update): 8 at once held 10.6 GB of activations
-            gradient_accumulation=8,
+            gradient_accumulation=QUICKSTART_BATCH,
         ),
-        evaluation=EvaluationConfig(heldout_blocks=24),
+        # 32 prompts a batch (64 rows, base and tuned side by side): 17% faster than 16 on 2 cores, same memory
+        evaluation=EvaluationConfig(heldout_blocks=24, batch_size=32),
     )
 
 
