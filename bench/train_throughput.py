@@ -415,6 +415,9 @@ def worker(config: str, plan_file: Path) -> None:
         figures = run_trl(config, plan, out)
     figures["threads"] = torch.get_num_threads()
     figures["adapter"] = str(out / "adapter")
+    from hubstyle.memory import peak_rss_mb
+
+    figures["peak_rss_mb"] = peak_rss_mb()  # the whole worker: model load, data, training (a fresh process each)
     (out / "figures.json").write_text(json.dumps(figures, indent=2), encoding="utf-8")
 
 
@@ -439,7 +442,8 @@ def launch(config: str, plan: dict, work: Path) -> dict:
     if config != "P":
         print(f"  {LABELS[config]:30} repeat {plan['repeat'] + 1}: {figures['steps']} steps, "
               f"{figures['real_tokens']} real tokens in {figures['seconds']:.1f}s = {figures['tokens_per_s']:.0f} "
-              f"tokens/s (process {figures['process_s']:.0f}s, load before {load:.2f})", flush=True)
+              f"tokens/s, peak memory {figures['peak_rss_mb'] / 1024:.2f} GB (process {figures['process_s']:.0f}s, load "
+              f"before {load:.2f})", flush=True)
     return figures
 
 
@@ -628,8 +632,8 @@ def summarize(args, peak: float, plan: dict, runs: dict, losses: dict, sizes: di
     """Return the report (and print it): per-config speed and loss, ratios, hubstyle's MFU, targets."""
     speed = {c: statistics.median(f["tokens_per_s"] for f in figs) for c, figs in runs.items()}
     print()
-    print(f"{'':31} {'steps':>5} {'real tok':>9} {'positions':>9} {'seconds':>8} {'tok/s':>7} {'held-out':>9} "
-          f" precision / masking")
+    print(f"{'':31} {'steps':>5} {'real tok':>9} {'positions':>9} {'seconds':>8} {'tok/s':>7} {'peak GB':>7} "
+          f"{'held-out':>9}  precision / masking")
     for config, figs in runs.items():
         f = figs[0]
         e = f["engine"]
@@ -637,9 +641,10 @@ def summarize(args, peak: float, plan: dict, runs: dict, losses: dict, sizes: di
         how = (f"weights {e['frozen_weight_dtype'].replace('torch.', '')}, autocast {e['mixed_precision']}, "
                f"grad ckpt {'on' if e['gradient_checkpointing'] else 'off'}, attention {e['attn_implementation']}, "
                + ("packed" + (" padding-free" if e["padding_free"] else "") if e["packing"] else "padded"))
+        peak_gb = max(x["peak_rss_mb"] for x in figs) / 1024
         print(f"{LABELS[config]:31} {f['steps']:5d} {f['real_tokens']:9d} {f['positions']:9d} {seconds:8.1f} "
-              f"{speed[config]:7.0f} {losses[config]:9.4f}  {how}")
-    print(f"{'base model, no adapter':31} {'':5} {'':9} {'':9} {'':8} {'':7} {losses['base']:9.4f}")
+              f"{speed[config]:7.0f} {peak_gb:7.2f} {losses[config]:9.4f}  {how}")
+    print(f"{'base model, no adapter':31} {'':5} {'':9} {'':9} {'':8} {'':7} {'':7} {losses['base']:9.4f}")
     print(f"held-out: {held_blocks.trained_tokens()} assistant tokens in {len(held_blocks)} blocks; "
           f"speeds are the median of {args.repeats} run(s) each")
     print("masking: A and B = TRL completion-only loss on a conversational prompt/completion dataset (everything "
@@ -653,7 +658,8 @@ def summarize(args, peak: float, plan: dict, runs: dict, losses: dict, sizes: di
               f"{m['only_hubstyle_trains'] or '-'}")
 
     report: dict = {"peak_gflops": peak, "plan": plan, "runs": runs, "held_out_loss": losses,
-                    "tokens_per_s": speed, "targets": {}}
+                    "tokens_per_s": speed, "targets": {},
+                    "peak_rss_mb": {c: max(x["peak_rss_mb"] for x in figs) for c, figs in runs.items()}}
     checks = []
     if "C" in runs:
         flops = hubstyle_flops(blocks, runs["C"][0]["steps"], sizes)
