@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                         help="space: bf16 weights where bf16 is fast, as the Space loads them; fp32: float32 weights")
     args = parser.parse_args(argv)
 
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
     from hubstyle.bases import loadable_path

@@ -14,8 +14,8 @@ Four configurations, each in a fresh subprocess with the same thread count, inte
       that matter for speed: each conversation padded to the longest in its batch, fp32 weights (TRL loads a model
       path in float32), bf16 autocast (``SFTConfig.bf16`` defaults to True, on CPU too), gradient checkpointing on.
   (B) TRL tuned as far as its config goes: ``packing=True`` (best-fit decreasing, which turns on ``padding_free``),
-      ``bf16=True``, frozen weights loaded in bf16 (``model_init_kwargs={"dtype": "bfloat16"}``, as hubstyle holds
-      them) and gradient checkpointing off (it only saves memory, which a 135M model does not need here).
+      ``bf16=True`` with frozen weights loaded in bf16 (``model_init_kwargs={"dtype": "bfloat16"}``, as hubstyle holds
+      them) where bf16 is fast, fp32 where it is not (a CPU without avx512_bf16/AMX, as hubstyle trains there) and gradient checkpointing off (it only saves memory, which a 135M model does not need here).
   (C) hubstyle: ``build_blocks`` (samples packed whole into 256-token blocks, labels on the assistant tokens,
       positions restarting per sample) + ``prepare_model`` + ``train_loop``, as ``hubstyle train`` calls them.
   (D) hubstyle again, with A's number of optimizer steps (so about 2.5x A's tokens): the equal-steps comparison.
@@ -180,8 +180,12 @@ def run_trl(config: str, plan: dict, out: Path) -> dict:
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),  # SFTConfig's default bf16=True is refused on a CPU without it
     )
-    if config == "B":
-        kwargs.update(packing=True, bf16=True, gradient_checkpointing=False, model_init_kwargs={"dtype": "bfloat16"})
+    if config == "B":  # bf16 only where it is fast (hubstyle's own probe): elsewhere it runs ~100x slower than fp32
+        from hubstyle.models import bf16_supported
+
+        fast = bf16_supported()
+        kwargs.update(packing=True, bf16=fast, gradient_checkpointing=False,
+                      model_init_kwargs={"dtype": "bfloat16" if fast else "float32"})
     began = time.perf_counter()
     trainer = SFTTrainer(
         model=plan["base"],
@@ -281,7 +285,6 @@ def trl_mask_check(trainer, pairs: list[dict], base: str, n: int = 50) -> dict:
 
 def run_hubstyle(config: str, plan: dict, out: Path) -> dict:
     """Return the figures of one hubstyle run (build_blocks + prepare_model + train_loop); the adapter lands in `out`."""
-    from hubstyle.config import TrainingConfig
     from hubstyle.loop import train_loop
     from hubstyle.models import load_tokenizer
     from hubstyle.packing import build_blocks
