@@ -102,7 +102,7 @@ def _tiny_restyler_config(out, base):
 
     return RestylerConfig(
         base_model=str(base), output_dir=str(out),
-        pairs=ParallelConfig(max_pairs=48, validation_pairs=8),
+        pairs=ParallelConfig(max_pairs=400, validation_pairs=8),  # enough for style words (15+ uses)
         training=TrainingConfig(max_steps=3, cutoff_len=128, batch_size=2, learning_rate=3e-3, lora_rank=4,
                                 eval_every=3, checkpoint_every=2),
         classifier=ClassifierConfig(max_per_class=16), eval_lines=6, max_new_tokens=8, style_bias=1.5,
@@ -112,7 +112,7 @@ def _tiny_restyler_config(out, base):
 
 @pytest.fixture(scope="session")
 def tiny_build(tmp_path_factory, data_dir, tiny_chat_base):
-    """(config, evaluation) of a restyler built end to end on the tiny chat base (3 steps, 48 pairs)."""
+    """(config, evaluation) of a restyler built end to end on the tiny chat base (3 steps, 400 pairs)."""
     from hubstyle.restyle.run import build_restyler
 
     cfg = _tiny_restyler_config(tmp_path_factory.mktemp("restyler") / "r", tiny_chat_base)

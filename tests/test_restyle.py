@@ -224,3 +224,17 @@ def test_distillation_drops_plain_answers_that_refuse(plain, refuses):
     from hubstyle.restyle.distill import _REFUSAL
 
     assert bool(_REFUSAL.search(plain)) is refuses
+
+
+def test_a_bias_without_style_words_is_said_and_decoding_stays_greedy(tmp_path):
+    """Too few pairs show no style word: the build says so and records no bias, instead of claiming one on the card."""
+    from hubstyle.restyle.build import RestylerConfig, RestylerData
+    from hubstyle.restyle.run import write_decoding
+
+    (tmp_path / "restyler.json").write_text("{}", encoding="utf-8")
+    data = RestylerData(train=[Pair("you are here", "thou art here")] * 3, validation=[], held_out=[], facts={})
+    said: list[str] = []
+    write_decoding(tmp_path, RestylerConfig(style_bias=2.0), data, said.append)
+    decoding = json.loads((tmp_path / "restyler.json").read_text(encoding="utf-8"))["decoding"]
+    assert decoding == {"style_bias": 0.0, "bias_words": []}
+    assert len(said) == 1 and "decoding stays plain greedy" in said[0]

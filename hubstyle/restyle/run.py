@@ -75,15 +75,19 @@ def line_classifier(cfg: RestylerConfig, data: RestylerData, log: Callable[[str]
     return out
 
 
-def write_decoding(adapter: Path, cfg: RestylerConfig, data: RestylerData) -> None:
+def write_decoding(adapter: Path, cfg: RestylerConfig, data: RestylerData,
+                   log: Callable[[str], None] = print) -> None:
     """Record the decoding settings (style bias and the words it favours) in the adapter's facts: they change the
     rewrites, not the weights, so a build with a new bias reuses the trained adapter."""
     from hubstyle.data.parallel import bias_words
 
     path = adapter / RESTYLER_FACTS
     facts = json.loads(path.read_text(encoding="utf-8"))
-    facts["decoding"] = {"style_bias": float(cfg.style_bias),
-                         "bias_words": bias_words(data.train, cfg.bias_words) if cfg.style_bias else []}
+    words = bias_words(data.train, cfg.bias_words) if cfg.style_bias else []
+    if cfg.style_bias and not words:
+        log(f"style_bias {cfg.style_bias:g} is set, but the {len(data.train)} training pairs show no style word "
+            "(each needs 15+ uses on the styled sides and none on the plain sides): decoding stays plain greedy")
+    facts["decoding"] = {"style_bias": float(cfg.style_bias) if words else 0.0, "bias_words": words}
     path.write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
 
 
@@ -108,7 +112,7 @@ def build_restyler(cfg: RestylerConfig, *, resume: bool = False, ship: Path | No
         log(f"restyler already trained with this config: {adapter}")
     data = restyler_data(cfg)
     classifier = load_classifier(line_classifier(cfg, data, log))
-    write_decoding(adapter, cfg, data)
+    write_decoding(adapter, cfg, data, log)
     restyler = load_restyler(adapter)
     log(f"evaluating on {min(cfg.eval_lines, len(data.held_out))} held-out lines ...")
     evaluation = evaluate_restyler(restyler, data.held_out, classifier=classifier, style=cfg.style,
