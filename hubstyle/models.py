@@ -39,6 +39,19 @@ def bf16_supported(dev: torch.device | None = None) -> bool:
         return False
 
 
+def precision_note(requested: bool, dev: torch.device | None = None) -> str:
+    """Return the precision training runs in here and why, for the log: bf16 autocast only where it is fast."""
+    from hubstyle.machine import machine_summary
+
+    dev = dev or device()
+    if not requested:
+        return "precision: fp32 (training.bf16 is off)"
+    if bf16_supported(dev):
+        return f"precision: bf16 autocast (bf16 is fast here: {machine_summary()})"
+    return (f"precision: fp32 (bf16 would be slower than fp32 here: {machine_summary()}; "
+            "bf16 autocast needs avx512_bf16/AMX or a GPU with bf16)")
+
+
 @contextlib.contextmanager
 def autocast(enabled: bool, dev: torch.device | None = None) -> Iterator[None]:
     """Run the block under bf16 autocast when ``enabled`` and the device supports it (fp32 otherwise)."""

@@ -20,7 +20,7 @@ from hubstyle.errors import HubstyleError
 from hubstyle.facts import PACKAGED_PROMPTS, Dataset, RunFacts, facts_from_metrics, write_facts
 from hubstyle.fsio import atomic_folder, atomic_write, is_main_process
 from hubstyle.layout import PRETRAIN_REPORT, RunLayout
-from hubstyle.models import check_cutoff, is_seq2seq, remote_code_allowed
+from hubstyle.models import check_cutoff, is_seq2seq, precision_note, remote_code_allowed
 from hubstyle.pretrain import BigramBaseline, pretrain_base
 from hubstyle.tracking import check_report_to, evaluation_metrics, open_tracker
 from hubstyle.train import TrainReport, train
@@ -170,6 +170,8 @@ def train_style(cfg: RunConfig, layout: RunLayout, base: str, data: StyleData, *
     for label, counts in data.token_counts.items():
         log(f"style '{label}': {counts['train']:,} train / {counts['validation']:,} validation / {counts['test']:,} test tokens")
     validation = {label: s.validation for label, s in data.splits.items()}  # the validation loss covers each style
+    if cfg.training.quantization is None:  # QLoRA's compute dtype is its own (models.quantization_config)
+        log(precision_note(cfg.training.bf16))
     out_dir = layout.trained(cfg.training.method)
     with open_tracker(cfg.training.report_to, layout.root, cfg.to_dict(), mode="resume" if resume else "new") as tracker:
         for where in tracker.destinations:
