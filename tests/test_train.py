@@ -148,22 +148,31 @@ def test_tiny_corpus_is_a_clear_error(tiny_base, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_the_validation_loss_covers_every_style_evenly(tiny_base, tmp_path, monkeypatch):
-    """The validation blocks the loop scores (the card's validation loss) come from each style equally, spread over
-    each style's text, not the first 32 blocks of the styles one after another (issue 25)."""
+class Seen(Exception):
+    """Raised by the stand-in training loop once it has the validation blocks."""
+
+
+def _stop_at_the_loop(monkeypatch) -> dict:
+    """Replace hubstyle.train's loop with one that keeps the validation blocks it is given (``seen["val"]``) and
+    stops by raising ``Seen``."""
     import hubstyle.train
-    from hubstyle.models import load_tokenizer
 
-    seen = {}
-
-    class Seen(Exception):
-        pass
+    seen: dict = {}
 
     def loop(model, blocks, settings, *, val_blocks, **kwargs):
         seen["val"] = val_blocks
         raise Seen
 
     monkeypatch.setattr(hubstyle.train, "train_loop", loop)
+    return seen
+
+
+def test_the_validation_loss_covers_every_style_evenly(tiny_base, tmp_path, monkeypatch):
+    """The validation blocks the loop scores (the card's validation loss) come from each style equally, spread over
+    each style's text, not the first 32 blocks of the styles one after another (issue 25)."""
+    from hubstyle.models import load_tokenizer
+
+    seen = _stop_at_the_loop(monkeypatch)
     first = [f"Line {i} of the king, my lord, and the queen." for i in range(400)]  # 100+ blocks of 64 tokens
     second = [f"Zebra {i} says quartz." for i in range(60)]
     train_texts, _ = _texts()
@@ -178,18 +187,7 @@ def test_the_validation_loss_covers_every_style_evenly(tiny_base, tmp_path, monk
 
 
 def test_a_style_with_too_little_validation_text_is_pooled_not_refused(tiny_base, tmp_path, monkeypatch):
-    import hubstyle.train
-
-    seen = {}
-
-    class Seen(Exception):
-        pass
-
-    def loop(model, blocks, settings, *, val_blocks, **kwargs):
-        seen["val"] = val_blocks
-        raise Seen
-
-    monkeypatch.setattr(hubstyle.train, "train_loop", loop)
+    seen = _stop_at_the_loop(monkeypatch)
     train_texts, val_texts = _texts()
     with pytest.raises(Seen):
         train(str(tiny_base), train_texts, {"long": val_texts, "short": ["Too short."]}, tmp_path / "a", _small())

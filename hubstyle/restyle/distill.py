@@ -240,7 +240,7 @@ def _filter_and_write(rows, prompts, classifier, cfg, out_dir, *, style, encoder
                 "restyler, kept only where the rewrite is judged in the style and still picks out its question",
         "base_model": base, "base_decoding": {"do_sample": False, "max_new_tokens": cfg.max_new_tokens},
         "restyler": {"path": restyler.path, "data": restyler.facts.get("data", {}).get("source"),
-                     "style_bias": getattr(restyler, "style_bias", 0.0),
+                     "style_bias": restyler.style_bias,
                      "data_note": DATA_NOTES.get(restyler.facts.get("data", {}).get("source", ""), "")},
         "pool": {"sources": ["chatterbot-corpus questions (BSD-3)", "hubstyle templates"], "prompts": len(prompts),
                  "dropped_as_evaluation_leaks": leaks, "leak_cosine": cfg.leak_cosine},
