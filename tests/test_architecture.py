@@ -79,6 +79,7 @@ FLOORS = {
     "hubstyle.evaluate.perplexity": "evaluate",
     "hubstyle.evaluate.prompts": "evaluate",
     "hubstyle.evaluate.run": "evaluate",
+    "hubstyle.evaluate.sampling": "evaluate",
     "hubstyle.evaluate.seq2seq": "evaluate",
     "hubstyle.evaluate.stats": "evaluate",
     "hubstyle.evaluate.style_rate": "evaluate",

@@ -81,16 +81,20 @@ def _generate_kwargs(
 ) -> dict[str, Any]:
     if max_new_tokens < 1:
         raise HubstyleError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    kwargs: dict[str, Any] = {"max_new_tokens": int(max_new_tokens), "do_sample": bool(do_sample)}
+    # Sampling is hubstyle's NucleusSampler (transformers' temperature + top-p distribution at a fraction of its
+    # cost): it draws the token itself, so generate runs greedy over its one-hot row.
+    kwargs: dict[str, Any] = {"max_new_tokens": int(max_new_tokens), "do_sample": False}
     kwargs["pad_token_id"] = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if min_new_tokens:
         kwargs["min_new_tokens"] = int(min_new_tokens)
     if do_sample:
-        if temperature <= 0:
-            raise HubstyleError(f"sampling needs temperature > 0, got {temperature}; or use do_sample=False")
-        kwargs.update(temperature=float(temperature), top_p=float(top_p), top_k=None)
-    else:  # silence "temperature is set but do_sample=False" from generation configs that set them
-        kwargs.update(temperature=None, top_p=None, top_k=None)
+        from transformers import LogitsProcessorList
+
+        from hubstyle.evaluate.sampling import NucleusSampler
+
+        kwargs["logits_processor"] = LogitsProcessorList([NucleusSampler(temperature, top_p)])
+    # silence "temperature is set but do_sample=False" from generation configs that set them
+    kwargs.update(temperature=None, top_p=None, top_k=None)
     return kwargs
 
 
