@@ -124,9 +124,10 @@ class _WordRestyler:
 
     def __init__(self, restyler):
         self.model, self.tokenizer, self.facts, self.path = restyler.model, restyler.tokenizer, restyler.facts, "stub"
-        self.style_bias = 0.0
+        self.style_bias, self.biases = 0.0, []
 
-    def restyle(self, texts, batch_size=16):
+    def restyle(self, texts, batch_size=16, style_bias=None):
+        self.biases.append(style_bias)
         return [t.replace("you", "thou").replace("You", "Thou") + " Forsooth." for t in texts]
 
 
@@ -167,6 +168,11 @@ def test_distilled_rows_pass_both_filters_and_a_slice_reproduces_them(tmp_path, 
     whole = {r["messages"][0]["content"]: r["messages"][1]["content"] for r in rows}
     assert sliced and all(whole.get(r["messages"][0]["content"], r["messages"][1]["content"]) ==
                           r["messages"][1]["content"] for r in sliced)
+    # distilling with its own style bias rewrites again (the cached rewrites were made without it)
+    assert restyler.biases == [0.0, 0.0]
+    pushed = distill(restyler, _AllInStyle(), DistillConfig(max_prompts=6, max_rank=3, batch_size=4, style_bias=3.0),
+                     tmp_path / "e", style="shakespeare", log=lambda _: None)
+    assert restyler.biases[-1] == 3.0 and pushed["restyler"]["style_bias"] == 3.0
     card = publish_distilled(tmp_path / "d", tmp_path / "pub", style="shakespeare")
     text = (card / "README.md").read_text(encoding="utf-8")
     assert "load_dataset" in text and "licence is not stated" in text and (card / DATASHEET_FILE).is_file()

@@ -79,6 +79,9 @@ class DistillConfig:
     max_rank: int = 3  # keep a rewrite only if its own question ranks within the first max_rank of the pool
     leak_cosine: float = 0.85  # pool prompts this close to an evaluation prompt are dropped
     batch_size: int = 16
+    # the logit bias toward the style words while rewriting (None: the restyler's own decoding); the rewrites only
+    # need to keep the answer, not to match a reference, so distilling may push harder than the shipped decoding
+    style_bias: float | None = None
     eval_prompt_files: list[str] = field(default_factory=lambda: ["prompts.txt", "demo_prompts.txt"])
 
 
@@ -167,8 +170,10 @@ def distill(restyler, classifier, cfg: DistillConfig, out_dir: Path, *, style: s
         "dropped as too close to an evaluation prompt)")
     cache = out_dir / ANSWERS_CACHE
     # the plain answers depend on the base, the prompts and the decoding; the rewrites also on the restyler's weights
-    key = {"prompts": prompts, "config": asdict(cfg), "base": restyler.facts.get("base_model")}
-    rewriter = restyler_fingerprint(restyler)
+    plain_config = {k: v for k, v in asdict(cfg).items() if k != "style_bias"}  # the rewrites' setting alone
+    key = {"prompts": prompts, "config": plain_config, "base": restyler.facts.get("base_model")}
+    bias = restyler.style_bias if cfg.style_bias is None else float(cfg.style_bias)
+    rewriter = restyler_fingerprint(restyler, bias)
     cached = _cached(cache, key)
     if cached is not None and all(r.get("restyler") == rewriter for r in cached):
         rows = cached
@@ -176,7 +181,7 @@ def distill(restyler, classifier, cfg: DistillConfig, out_dir: Path, *, style: s
         plain = [r["plain"] for r in cached] if cached is not None else plain_answers(
             restyler.model, restyler.tokenizer, prompts, cfg)
         todo = [i for i, a in enumerate(plain) if len(a.split()) >= cfg.min_words]
-        styled = restyler.restyle([plain[i] for i in todo], batch_size=cfg.batch_size)
+        styled = restyler.restyle([plain[i] for i in todo], batch_size=cfg.batch_size, style_bias=bias)
         restyled = dict(zip(todo, styled))
         rows = [{"origin": o, "prompt": p, "plain": plain[i], "restyled": restyled.get(i), "restyler": rewriter}
                 for i, (o, p) in enumerate(pool)]
@@ -185,15 +190,16 @@ def distill(restyler, classifier, cfg: DistillConfig, out_dir: Path, *, style: s
                              restyler=restyler, log=log, ranks_of=prompt_ranks)
 
 
-def restyler_fingerprint(restyler) -> str:
-    """Return the sha256 of the restyler's adapter weights (or its path without them) and its decoding bias: what its
-    rewrites depend on."""
+def restyler_fingerprint(restyler, style_bias: float | None = None) -> str:
+    """Return the sha256 of the restyler's adapter weights (or its path without them) and the decoding bias
+    (default: its own): what its rewrites depend on."""
     from hubstyle.fsio import file_sha256
     from hubstyle.layout import ADAPTER_WEIGHTS
 
     weights = Path(restyler.path) / ADAPTER_WEIGHTS
     made = file_sha256(weights) if weights.is_file() else str(restyler.path)
-    return f"{made} style_bias={restyler.style_bias:g}" if restyler.style_bias else made
+    bias = restyler.style_bias if style_bias is None else style_bias
+    return f"{made} style_bias={bias:g}" if bias else made
 
 
 def _cached(path: Path, key: dict) -> list[dict] | None:
@@ -208,7 +214,7 @@ def _filter_and_write(rows, prompts, classifier, cfg, out_dir, *, style, encoder
     from hubstyle.evaluate.answers import distinct_n
 
     dropped = {"plain_answer_too_short": 0, "plain_answer_repeats_itself": 0, "plain_answer_refuses": 0,
-               "rewrite_unchanged": 0, "not_judged_in_style": 0, "off_topic": 0}
+               "rewrite_unchanged": 0, "rewrite_repeats_itself": 0, "not_judged_in_style": 0, "off_topic": 0}
     answered = [r for r in rows if r["restyled"]]
     dropped["plain_answer_too_short"] = len(rows) - len(answered)
     # a small base loops ("It's a cruel mistress, ain't she? It's a cruel mistress, ..."): such text teaches looping
@@ -224,6 +230,8 @@ def _filter_and_write(rows, prompts, classifier, cfg, out_dir, *, style, encoder
         rank = by_prompt[row["prompt"]]
         if row["restyled"].strip() == row["plain"].strip():
             dropped["rewrite_unchanged"] += 1
+        elif distinct_n([row["restyled"]], 2) < MIN_DISTINCT_2:  # a biased rewrite can loop ("thy mother thy mother")
+            dropped["rewrite_repeats_itself"] += 1
         elif label != style:
             dropped["not_judged_in_style"] += 1
         elif rank > cfg.max_rank:
@@ -240,7 +248,7 @@ def _filter_and_write(rows, prompts, classifier, cfg, out_dir, *, style, encoder
                 "restyler, kept only where the rewrite is judged in the style and still picks out its question",
         "base_model": base, "base_decoding": {"do_sample": False, "max_new_tokens": cfg.max_new_tokens},
         "restyler": {"path": restyler.path, "data": restyler.facts.get("data", {}).get("source"),
-                     "style_bias": restyler.style_bias,
+                     "style_bias": restyler.style_bias if cfg.style_bias is None else float(cfg.style_bias),
                      "data_note": DATA_NOTES.get(restyler.facts.get("data", {}).get("source", ""), "")},
         "pool": {"sources": ["chatterbot-corpus questions (BSD-3)", "hubstyle templates"], "prompts": len(prompts),
                  "dropped_as_evaluation_leaks": leaks, "leak_cosine": cfg.leak_cosine},

@@ -117,6 +117,7 @@ def publish_restyler(adapter: Path, evaluation: dict, dest: Path, repo_id: str =
 def distilled_card(sheet: dict, rows: list[dict], repo_id: str, *, style: str, hubstyle_version: str = ""):
     """Return the distilled set's ``DatasetCard`` (``DatasetCardData`` metadata, body from model_cards/distilled.md)."""
     import jinja2
+    import jinja2.meta
     from huggingface_hub import DatasetCard, DatasetCardData
 
     from hubstyle.card import HUB_URL, card_template
@@ -144,7 +145,9 @@ def distilled_card(sheet: dict, rows: list[dict], repo_id: str, *, style: str, h
         "pretty_name": f"{style.capitalize()} chat, distilled", "count": n, "style": style,
         "style_title": "Shakespeare's English" if style == "shakespeare" else f"the {style} style",
         "base_model": sheet["base_model"], "hub_url": HUB_URL, "max_new_tokens": sheet["base_decoding"]["max_new_tokens"],
-        "restyler": "hubstyle's shipped restyler, a LoRA trained on modern/Shakespeare line pairs",
+        "restyler": "hubstyle's shipped restyler, a LoRA trained on modern/Shakespeare line pairs" + (
+            f", decoding with +{bias:g} on the logits of its style words" if (bias := sheet["restyler"].get("style_bias"))
+            else ""),
         "max_rank": sheet["config"]["max_rank"], "pool": sheet["pool"]["prompts"],
         "data_note": sheet["restyler"]["data_note"] or "Check the restyler's training data licence.",
         "count_rows": count_rows, "leak_cosine": sheet["pool"]["leak_cosine"],
