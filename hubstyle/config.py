@@ -149,7 +149,7 @@ class TrainingConfig:
     grad_clip: float = 1.0
     seed: int = 0
     checkpoint_every: int = 200
-    eval_every: int = 100
+    eval_every: int = 100  # validation loss every N steps and at the end; 0: none (evaluation still scores held-out text)
     bf16: bool = True  # bf16 autocast where the hardware supports it
     base_dtype: str = "auto"  # frozen weights: auto = bfloat16 for lora where bf16 is fast, else float32
     gradient_accumulation: int = 1  # split each batch of batch_size into this many micro-batches (same update)
@@ -186,7 +186,7 @@ class TrainingConfig:
         _check_range("training.learning_rate", self.learning_rate, low=0.0, high=1.0, strict=True)
         _check_range("training.warmup_steps", self.warmup_steps, low=0)
         _check_range("training.checkpoint_every", self.checkpoint_every, low=1)
-        _check_range("training.eval_every", self.eval_every, low=1)
+        _check_range("training.eval_every", self.eval_every, low=0)
         if isinstance(self.report_to, str):  # TrainingConfig(report_to="tensorboard") means a list of one
             self.report_to = [self.report_to]
         for i, tracker in enumerate(self.report_to):

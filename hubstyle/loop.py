@@ -50,7 +50,7 @@ class LoopSettings:
     bf16: bool = True
     seed: int = 0
     checkpoint_every: int | None = None
-    eval_every: int | None = None
+    eval_every: int | None = None  # validation every N steps and at the end; None: at the end only; 0: never
     time_budget_s: float | None = None
     gradient_accumulation: int = 1  # micro-batches per step: same update, less activation memory
     desc: str = "training"
@@ -353,7 +353,7 @@ def train_loop(
         val = history[-1]["val_loss"]  # measured after the last step already: same weights, same number
     else:
         val = (mean_nll(model, val_blocks, batch_size=settings.batch_size, bf16=use_bf16, loss_fn=loss_fn)
-               if val_blocks is not None else None)
+               if val_blocks is not None and settings.eval_every != 0 else None)  # 0: no validation at all
     return LoopResult(
         steps=steps_done,
         tokens=tokens_seen,

@@ -194,3 +194,14 @@ def test_a_style_with_too_little_validation_text_is_pooled_not_refused(tiny_base
     assert len(seen["val"]) == 32
     with pytest.raises(HubstyleError, match="fewer than one block"):
         train(str(tiny_base), train_texts, {"short": ["Too short."]}, tmp_path / "b", _small())
+
+
+def test_eval_every_zero_trains_without_a_validation_pass(tiny_base, tmp_path):
+    train_texts, val_texts = _texts()
+    report = train(str(tiny_base), train_texts, val_texts, tmp_path / "adapter", _small(max_steps=4, eval_every=0),
+                   data_facts={})
+    assert report.final_val_loss is None and report.final_train_loss is not None
+    history = json.loads((tmp_path / "adapter" / LOSS_HISTORY).read_text())
+    assert len(history) == 4 and not any(row.get("val_loss") is not None for row in history)
+    with pytest.raises(HubstyleError, match="eval_every"):
+        _small(eval_every=-1)
