@@ -15,7 +15,8 @@ Four configurations, each in a fresh subprocess with the same thread count, inte
       path in float32), bf16 autocast (``SFTConfig.bf16`` defaults to True, on CPU too), gradient checkpointing on.
   (B) TRL tuned as far as its config goes: ``packing=True`` (best-fit decreasing, which turns on ``padding_free``),
       ``bf16=True`` with frozen weights loaded in bf16 (``model_init_kwargs={"dtype": "bfloat16"}``, as hubstyle holds
-      them) where bf16 is fast, fp32 where it is not (a CPU without avx512_bf16/AMX, as hubstyle trains there) and gradient checkpointing off (it only saves memory, which a 135M model does not need here).
+      them) where bf16 is fast, fp32 where it is not (a CPU without avx512_bf16/AMX, as hubstyle trains there), and
+      gradient checkpointing off (it only saves memory, which a 135M model does not need here).
   (C) hubstyle: ``build_blocks`` (samples packed whole into 256-token blocks, labels on the assistant tokens,
       positions restarting per sample) + ``prepare_model`` + ``train_loop``, as ``hubstyle train`` calls them.
   (D) hubstyle again, with A's number of optimizer steps (so about 2.5x A's tokens): the equal-steps comparison.

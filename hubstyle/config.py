@@ -149,7 +149,7 @@ class TrainingConfig:
     grad_clip: float = 1.0
     seed: int = 0
     checkpoint_every: int = 200
-    eval_every: int = 100  # validation loss every N steps and at the end; 0: none (evaluation still scores held-out text)
+    eval_every: int = 100  # validation loss every N steps and at the end; 0: none (evaluation scores held-out text)
     bf16: bool = True  # bf16 autocast where the hardware supports it
     base_dtype: str = "auto"  # frozen weights: auto = bfloat16 for lora where bf16 is fast, else float32
     gradient_accumulation: int = 1  # split each batch of batch_size into this many micro-batches (same update)

@@ -39,6 +39,7 @@ class NucleusSampler(LogitsProcessor):
         top, ids = scores.topk(k, dim=-1)
         probs = (top - scores.logsumexp(-1, keepdim=True)).exp()
         wide = probs.sum(-1) < self.top_p  # the nucleus goes past the candidates: sort the whole row
+        probs = probs * _keep(probs, self.top_p)
         if k < scores.shape[-1] and wide.any():
             full, full_ids = scores[wide].sort(dim=-1, descending=True)
             full_probs = (full - scores[wide].logsumexp(-1, keepdim=True)).exp()
@@ -47,11 +48,11 @@ class NucleusSampler(LogitsProcessor):
             pad = max(width, k)
             top_probs = torch.zeros(scores.shape[0], pad, dtype=probs.dtype, device=probs.device)
             top_ids = torch.zeros(scores.shape[0], pad, dtype=ids.dtype, device=ids.device)
-            top_probs[:, :k], top_ids[:, :k] = probs * _keep(probs, self.top_p), ids
+            top_probs[:, :k], top_ids[:, :k] = probs, ids
             top_probs[wide] = (full_probs * kept)[:, :pad]
             top_ids[wide] = full_ids[:, :pad]
             return top_ids, top_probs
-        return ids, probs * _keep(probs, self.top_p)
+        return ids, probs
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         ids, probs = self.nucleus(scores)

@@ -170,7 +170,7 @@ def distill(restyler, classifier, cfg: DistillConfig, out_dir: Path, *, style: s
         "dropped as too close to an evaluation prompt)")
     cache = out_dir / ANSWERS_CACHE
     # the plain answers depend on the base, the prompts and the decoding; the rewrites also on the restyler's weights
-    plain_config = {k: v for k, v in asdict(cfg).items() if k != "style_bias"}  # the rewrites' setting alone
+    plain_config = {k: v for k, v in asdict(cfg).items() if k != "style_bias"}  # style_bias changes the rewrites only
     key = {"prompts": prompts, "config": plain_config, "base": restyler.facts.get("base_model")}
     bias = restyler.style_bias if cfg.style_bias is None else float(cfg.style_bias)
     rewriter = restyler_fingerprint(restyler, bias)
@@ -187,19 +187,18 @@ def distill(restyler, classifier, cfg: DistillConfig, out_dir: Path, *, style: s
                 for i, (o, p) in enumerate(pool)]
         cache.write_text("\n".join(json.dumps(r) for r in [{"key": key}, *rows]) + "\n", encoding="utf-8")
     return _filter_and_write(rows, prompts, classifier, cfg, out_dir, style=style, encoder=encoder, leaks=leaks,
-                             restyler=restyler, log=log, ranks_of=prompt_ranks)
+                             restyler=restyler, style_bias=bias, log=log, ranks_of=prompt_ranks)
 
 
-def restyler_fingerprint(restyler, style_bias: float | None = None) -> str:
-    """Return the sha256 of the restyler's adapter weights (or its path without them) and the decoding bias
-    (default: its own): what its rewrites depend on."""
+def restyler_fingerprint(restyler, style_bias: float) -> str:
+    """Return the sha256 of the restyler's adapter weights (or its path without them) and the decoding bias its
+    rewrites were made with: what they depend on."""
     from hubstyle.fsio import file_sha256
     from hubstyle.layout import ADAPTER_WEIGHTS
 
     weights = Path(restyler.path) / ADAPTER_WEIGHTS
     made = file_sha256(weights) if weights.is_file() else str(restyler.path)
-    bias = restyler.style_bias if style_bias is None else style_bias
-    return f"{made} style_bias={bias:g}" if bias else made
+    return f"{made} style_bias={style_bias:g}" if style_bias else made
 
 
 def _cached(path: Path, key: dict) -> list[dict] | None:
@@ -210,7 +209,8 @@ def _cached(path: Path, key: dict) -> list[dict] | None:
     return [json.loads(x) for x in lines[1:]] if head.get("key") == json.loads(json.dumps(key)) else None
 
 
-def _filter_and_write(rows, prompts, classifier, cfg, out_dir, *, style, encoder, leaks, restyler, log, ranks_of):
+def _filter_and_write(rows, prompts, classifier, cfg, out_dir, *, style, encoder, leaks, restyler, style_bias, log,
+                      ranks_of):
     from hubstyle.evaluate.answers import distinct_n
 
     dropped = {"plain_answer_too_short": 0, "plain_answer_repeats_itself": 0, "plain_answer_refuses": 0,
@@ -248,7 +248,7 @@ def _filter_and_write(rows, prompts, classifier, cfg, out_dir, *, style, encoder
                 "restyler, kept only where the rewrite is judged in the style and still picks out its question",
         "base_model": base, "base_decoding": {"do_sample": False, "max_new_tokens": cfg.max_new_tokens},
         "restyler": {"path": restyler.path, "data": restyler.facts.get("data", {}).get("source"),
-                     "style_bias": restyler.style_bias if cfg.style_bias is None else float(cfg.style_bias),
+                     "style_bias": style_bias,
                      "data_note": DATA_NOTES.get(restyler.facts.get("data", {}).get("source", ""), "")},
         "pool": {"sources": ["chatterbot-corpus questions (BSD-3)", "hubstyle templates"], "prompts": len(prompts),
                  "dropped_as_evaluation_leaks": leaks, "leak_cosine": cfg.leak_cosine},

@@ -133,6 +133,7 @@ def distilled_card(sheet: dict, rows: list[dict], repo_id: str, *, style: str, h
     examples = [{"question": r["messages"][0]["content"], "plain": r["plain"], "restyled": r["messages"][1]["content"]}
                 for r in rows[:6]]
     n = counts["kept"]
+    distill_bias = sheet["restyler"].get("style_bias")
     data = DatasetCardData(
         language=["en"], license="other", license_name="unstated-research-data", pretty_name=f"{style} chat, distilled",
         task_categories=["text-generation"], size_categories=["n<1K" if n < 1000 else "1K<n<10K"],
@@ -145,9 +146,8 @@ def distilled_card(sheet: dict, rows: list[dict], repo_id: str, *, style: str, h
         "pretty_name": f"{style.capitalize()} chat, distilled", "count": n, "style": style,
         "style_title": "Shakespeare's English" if style == "shakespeare" else f"the {style} style",
         "base_model": sheet["base_model"], "hub_url": HUB_URL, "max_new_tokens": sheet["base_decoding"]["max_new_tokens"],
-        "restyler": "hubstyle's shipped restyler, a LoRA trained on modern/Shakespeare line pairs" + (
-            f", decoding with +{bias:g} on the logits of its style words" if (bias := sheet["restyler"].get("style_bias"))
-            else ""),
+        "restyler": "hubstyle's shipped restyler, a LoRA trained on modern/Shakespeare line pairs"
+                    + (f", decoding with +{distill_bias:g} on the logits of its style words" if distill_bias else ""),
         "max_rank": sheet["config"]["max_rank"], "pool": sheet["pool"]["prompts"],
         "data_note": sheet["restyler"]["data_note"] or "Check the restyler's training data licence.",
         "count_rows": count_rows, "leak_cosine": sheet["pool"]["leak_cosine"],

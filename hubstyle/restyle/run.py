@@ -124,9 +124,10 @@ def build_restyler(cfg: RestylerConfig, *, resume: bool = False, ship: Path | No
         u = evaluation["restyler_unbiased"]
         log(f"without the style bias: BLEU {u['bleu']}, chrF {u['chrf']}, judged in style {u['style_rate']:.1%}, "
             f"source ranked first {u['source_rank']['top1']:.1%}")
-    log(f"held-out {evaluation['lines']} lines (style bias {evaluation['style_bias']}): BLEU {r['bleu']} (copy {c['bleu']}), chrF {r['chrf']} (copy "
-        f"{c['chrf']}), judged in style {r['style_rate']:.1%} (copy {c['style_rate']:.1%}, Shakespeare "
-        f"{evaluation['reference']['style_rate']:.1%}), source ranked first {r['source_rank']['top1']:.1%}")
+    log(f"held-out {evaluation['lines']} lines (style bias {evaluation['style_bias']}): BLEU {r['bleu']} "
+        f"(copy {c['bleu']}), chrF {r['chrf']} (copy {c['chrf']}), judged in style {r['style_rate']:.1%} "
+        f"(copy {c['style_rate']:.1%}, Shakespeare {evaluation['reference']['style_rate']:.1%}), "
+        f"source ranked first {r['source_rank']['top1']:.1%}")
     def ship_folder(folder: Path) -> None:
         if ship is not None:
             with atomic_folder(Path(ship) / folder.name) as stage:
