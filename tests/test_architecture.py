@@ -90,6 +90,7 @@ FLOORS = {
     "hubstyle.restyle.distill": "synthesis",
     "hubstyle.restyle.evaluate": "synthesis",
     "hubstyle.restyle.model": "synthesis",
+    "hubstyle.restyle.pool": "synthesis",
     # publish: cards, repo folders, GGUF export, the Hub, the Space
     "hubstyle.card": "publish",
     "hubstyle.card_sections": "publish",

@@ -124,10 +124,11 @@ class _WordRestyler:
 
     def __init__(self, restyler):
         self.model, self.tokenizer, self.facts, self.path = restyler.model, restyler.tokenizer, restyler.facts, "stub"
-        self.style_bias, self.biases = 0.0, []
+        self.style_bias, self.biases, self.rewritten = 0.0, [], []
 
     def restyle(self, texts, batch_size=16, style_bias=None):
         self.biases.append(style_bias)
+        self.rewritten.append(list(texts))
         return [t.replace("you", "thou").replace("You", "Thou") + " Forsooth." for t in texts]
 
 
@@ -143,9 +144,9 @@ def _stub_answers(monkeypatch):
 def test_distilled_rows_pass_both_filters_and_a_slice_reproduces_them(tmp_path, tiny_restyler, monkeypatch):
     from huggingface_hub import DatasetCard
 
-    from hubstyle.restyle.distill import (
-        DATASHEET_FILE, DISTILLED_FILE, DistillConfig, distill, evaluation_prompts, prompt_pool,
-    )
+    from hubstyle.restyle import distill as module
+    from hubstyle.restyle.distill import DATASHEET_FILE, DISTILLED_FILE, DistillConfig, distill
+    from hubstyle.restyle.pool import evaluation_prompts, prompt_pool
     from hubstyle.restyle.model import load_restyler
     from hubstyle.restyle.publish import publish_distilled
 
@@ -168,8 +169,17 @@ def test_distilled_rows_pass_both_filters_and_a_slice_reproduces_them(tmp_path, 
     whole = {r["messages"][0]["content"]: r["messages"][1]["content"] for r in rows}
     assert sliced and all(whole.get(r["messages"][0]["content"], r["messages"][1]["content"]) ==
                           r["messages"][1]["content"] for r in sliced)
+    # a larger pool in the same folder answers and rewrites only the questions it adds
+    asked = []
+    monkeypatch.setattr(module, "plain_answers", lambda model, tok, prompts, cfg: asked.extend(prompts) or
+                        [f"{p} Yes, you can, and here is how." for p in prompts])
+    distill(restyler, _AllInStyle(), DistillConfig(max_prompts=9, max_rank=3, batch_size=4), tmp_path / "e",
+            style="shakespeare", log=lambda _: None)
+    assert asked == [p for _, p in prompt_pool(DistillConfig(max_prompts=9))[0][6:]]
+    answers = [f"{p} Yes, you can, and here is how." for p in asked]
+    assert restyler.rewritten[-1] == [a for a in answers if len(a.split()) >= DistillConfig().min_words]
     # distilling with its own style bias rewrites again (the cached rewrites were made without it)
-    assert restyler.biases == [0.0, 0.0]
+    assert restyler.biases == [0.0, 0.0, 0.0]
     pushed = distill(restyler, _AllInStyle(), DistillConfig(max_prompts=6, max_rank=3, batch_size=4, style_bias=3.0),
                      tmp_path / "e", style="shakespeare", log=lambda _: None)
     assert restyler.biases[-1] == 3.0 and pushed["restyler"]["style_bias"] == 3.0

@@ -20,6 +20,17 @@ from hubstyle.errors import HubstyleError
 
 PARALLEL_CORPORA = ("shakespeare-modern",)
 JSONL_KEYS = (("source", "target"), ("prompt", "completion"))
+# What the cards of models trained on parallel pairs (a restyler, a classifier) say about them, by their source: where
+# they come from and their licence.
+DATA_NOTES = {
+    "shakespeare-modern": (
+        "The pairs are the train split of Jhamtani et al. (2017, \"Shakespearizing Modern Language Using "
+        "Copy-Enriched Sequence to Sequence Models\"; repository harsh19/Shakespearizing-Modern-English), itself from "
+        "the corpus of Xu et al. (2012, \"Paraphrasing for Style\"). The modern side was written for study guides "
+        "(SparkNotes, eNotes). It is research data and its licence is not stated: whoever publishes or uses a "
+        "model trained on it decides whether that use is allowed."
+    ),
+}
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,10 @@
 rewrites each answer, and only the pairs whose rewrite is judged in the style AND still picks out its own question
 are kept. A style model trained on them learns to answer the question, in the style.
 
-The pool of user turns never holds the evaluation prompts: chatterbot-corpus's questions and hubstyle's templates,
-minus anything equal or close (MiniLM cosine >= ``leak_cosine``) to a prompt in ``data/prompts.txt`` or
-``data/demo_prompts.txt``. Every stage is greedy, batched in a fixed order, and cached in the build folder, so a
-re-run reuses what was done and a slice of the pool gives the same rows.
+The pool of user turns (``hubstyle.restyle.pool``) never holds the evaluation prompts: chatterbot-corpus's questions
+and hubstyle's templates, minus anything equal or close (MiniLM cosine >= ``leak_cosine``) to a prompt in
+``data/prompts.txt`` or ``data/demo_prompts.txt``. Every stage is greedy and cached by question in the build folder,
+so a re-run, or a run over a larger pool, answers and rewrites only what it has not seen.
 """
 
 from __future__ import annotations
@@ -16,58 +16,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from hubstyle.data.parallel import DATA_NOTES
 from hubstyle.errors import HubstyleError
 
 DISTILLED_FILE = "distilled.jsonl"  # the kept rows: {"messages": [user, assistant], "plain", "origin", ...}
 DATASHEET_FILE = "datasheet.json"  # base, restyler, filters, counts, what was dropped and why
 ANSWERS_CACHE = "answers.jsonl"
 MIN_DISTINCT_2 = 0.6  # a plain answer whose word pairs repeat more than this is a loop, not an answer
-# What the cards say about a restyler's training data, by its source (its licence, where it comes from).
-DATA_NOTES = {
-    "shakespeare-modern": (
-        "The pairs are the train split of Jhamtani et al. (2017, \"Shakespearizing Modern Language Using "
-        "Copy-Enriched Sequence to Sequence Models\"; repository harsh19/Shakespearizing-Modern-English), itself from "
-        "the corpus of Xu et al. (2012, \"Paraphrasing for Style\"). The modern side was written for study guides "
-        "(SparkNotes, eNotes). It is research data and its licence is not stated: whoever publishes or uses this "
-        "adapter decides whether that use is allowed."
-    ),
-}
-_QUESTION_START = re.compile(r"^(what|how|why|who|where|when|which|can|could|should|is|are|do|does|tell|give|"
-                             r"describe|explain|any)\b", re.I)
 # A plain answer that declines or talks about being a program ("as a chatbot designed to ..., I don't have the
 # ability"): restyled, it would teach the style model to refuse in the style.
 _REFUSAL = re.compile(r"\bas an? (?:[\w-]+ )?(?:ai|chatbot|assistant|language model)\b|\b(?:ai|chatbot) designed\b|"
                       r"\bi (?:do not|don't) have the (?:ability|capability|capacity|power)\b|"
                       r"\b(?:not|n't) (?:equipped|capable|able) to (?:assist|help|provide)\b", re.I)
-_CODE_WORDS = re.compile(r"\b(python|javascript|typescript|java|c\+\+|sql|helm|docker|kubernetes|regex|code|"
-                         r"function|class|interface|sort|algorithm|program)\b", re.I)
-
-TASKS = [
-    "fix a leaking tap", "start running in the morning", "save money on groceries", "learn to play the guitar",
-    "write a good cover letter", "keep my houseplants alive", "fall asleep faster", "choose a second-hand bike",
-    "make friends after moving to a new city", "prepare for a job interview", "clean a very dirty oven",
-    "teach my dog to come back when called", "plan a cheap holiday", "stop putting things off",
-    "get better at speaking in public", "pick a good watermelon", "study for an exam in one week",
-    "tell my landlord the heating is broken", "remember people's names", "start a vegetable garden",
-    "say no to extra work politely", "calm down before a big meeting", "keep my inbox under control",
-    "choose a present for my grandmother", "get my children to eat vegetables", "learn a new language as an adult",
-    "paint a small room", "apologise to a friend I let down", "keep warm in a cold flat", "bake bread at home",
-    "organise a surprise party", "find a hobby I will stick with", "write a short speech for a wedding",
-    "get rid of ants in the kitchen", "keep a conversation going on a first date", "look after a sick cat",
-    "walk further without getting tired", "cut down on sugar", "sell my old furniture", "keep my bike from rusting",
-]
-TOPICS = [
-    "working from home", "electric cars", "social media", "online shopping", "city parks", "night trains",
-    "video games", "modern art museums", "fast food", "long summer holidays", "learning to swim", "public libraries",
-    "growing old", "moving to the countryside", "keeping bees", "winter in the mountains", "board games",
-    "living with flatmates", "the first day at a new job", "getting a puppy", "camping in the rain",
-    "a crowded underground train", "a long-distance friendship", "reading before bed", "the smell of the sea",
-    "a broken umbrella", "a noisy neighbour", "learning to drive", "a lost wallet", "a very old bookshop",
-]
-TASK_TEMPLATES = ["How do I {x}?", "What is the best way to {x}?", "Can you help me {x}?"]
-TOPIC_TEMPLATES = ["What do you think about {x}?", "Tell me something about {x}.", "Is there anything good about {x}?"]
-
-
 @dataclass
 class DistillConfig:
     """How the chat set is distilled: pool, base decoding, and the two filters a row must pass."""
@@ -83,59 +43,6 @@ class DistillConfig:
     # need to keep the answer, not to match a reference, so distilling may push harder than the shipped decoding
     style_bias: float | None = None
     eval_prompt_files: list[str] = field(default_factory=lambda: ["prompts.txt", "demo_prompts.txt"])
-
-
-def chatterbot_questions() -> list[str]:
-    """Return chatterbot-corpus's first lines that are plain questions of 4+ words (no code requests), deduplicated."""
-    from hubstyle.data import load_corpus
-
-    seen, out = set(), []
-    for block in load_corpus("chatterbot").blocks:
-        line = " ".join(block.split("\n")[0].split())
-        key = line.lower().rstrip("?.! ")
-        if len(line.split()) < 4 or key in seen or _CODE_WORDS.search(line) or not _QUESTION_START.match(line):
-            continue
-        seen.add(key)
-        out.append(line[0].upper() + line[1:])
-    return out
-
-
-def template_prompts() -> list[str]:
-    """Return hubstyle's templated everyday questions (tasks and topics, each under every template)."""
-    return [t.format(x=x) for x in TASKS for t in TASK_TEMPLATES] + [t.format(x=x) for x in TOPICS for t in TOPIC_TEMPLATES]
-
-
-def evaluation_prompts(files: list[str]) -> list[str]:
-    """Return the prompts of hubstyle's evaluation prompt files (what the pool must never hold)."""
-    from hubstyle.evaluate.prompts import load_prompts, prompts_dir
-
-    return [p for name in files for p in load_prompts(prompts_dir() / name)]
-
-
-def prompt_pool(cfg: DistillConfig, encoder=None) -> tuple[list[tuple[str, str]], dict[str, int]]:
-    """Return ((origin, prompt) pairs in a fixed order, counts of what was dropped as too close to an evaluation
-    prompt) for the pool: template questions interleaved with chatterbot's."""
-    from hubstyle.evaluate.answers import embed, load_encoder
-
-    templates, chatterbot = template_prompts(), chatterbot_questions()
-    pool = []
-    for i in range(max(len(templates), len(chatterbot))):  # interleaved, so the first N holds both kinds
-        pool += [("template", templates[i])] if i < len(templates) else []
-        pool += [("chatterbot", chatterbot[i])] if i < len(chatterbot) else []
-    evals = evaluation_prompts(cfg.eval_prompt_files)
-    exact = {e.lower().strip() for e in evals}
-    encoder = encoder or load_encoder()
-    sims = embed(encoder, [p for _, p in pool], 64) @ embed(encoder, evals, 64).T
-    nearest = sims.max(dim=1).values.tolist()
-    kept, dropped = [], {"equal_to_evaluation_prompt": 0, "close_to_evaluation_prompt": 0}
-    for (origin, prompt), near in zip(pool, nearest):
-        if prompt.lower().strip() in exact:
-            dropped["equal_to_evaluation_prompt"] += 1
-        elif near >= cfg.leak_cosine:
-            dropped["close_to_evaluation_prompt"] += 1
-        else:
-            kept.append((origin, prompt))
-    return (kept[: cfg.max_prompts] if cfg.max_prompts else kept), dropped
 
 
 def whole_sentences(text: str) -> str:
@@ -160,6 +67,7 @@ def distill(restyler, classifier, cfg: DistillConfig, out_dir: Path, *, style: s
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Return the datasheet after writing the distilled set and its datasheet to ``out_dir`` (answers cached)."""
     from hubstyle.evaluate.answers import load_encoder, prompt_ranks
+    from hubstyle.restyle.pool import prompt_pool
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,23 +77,29 @@ def distill(restyler, classifier, cfg: DistillConfig, out_dir: Path, *, style: s
     log(f"distilling: {len(prompts)} pool prompts ({leaks['equal_to_evaluation_prompt'] + leaks['close_to_evaluation_prompt']} "
         "dropped as too close to an evaluation prompt)")
     cache = out_dir / ANSWERS_CACHE
-    # the plain answers depend on the base, the prompts and the decoding; the rewrites also on the restyler's weights
-    plain_config = {k: v for k, v in asdict(cfg).items() if k != "style_bias"}  # style_bias changes the rewrites only
-    key = {"prompts": prompts, "config": plain_config, "base": restyler.facts.get("base_model")}
+    # Cached by question: a plain answer depends on the base and its decoding, a rewrite also on the restyler's
+    # weights and bias; questions added to the pool are answered and rewritten, the others reused.
+    key = {"base": restyler.facts.get("base_model"), "max_new_tokens": cfg.max_new_tokens,
+           "batch_size": cfg.batch_size}
     bias = restyler.style_bias if cfg.style_bias is None else float(cfg.style_bias)
     rewriter = restyler_fingerprint(restyler, bias)
-    cached = _cached(cache, key)
-    if cached is not None and all(r.get("restyler") == rewriter for r in cached):
-        rows = cached
-    else:
-        plain = [r["plain"] for r in cached] if cached is not None else plain_answers(
-            restyler.model, restyler.tokenizer, prompts, cfg)
-        todo = [i for i, a in enumerate(plain) if len(a.split()) >= cfg.min_words]
-        styled = restyler.restyle([plain[i] for i in todo], batch_size=cfg.batch_size, style_bias=bias)
-        restyled = dict(zip(todo, styled))
-        rows = [{"origin": o, "prompt": p, "plain": plain[i], "restyled": restyled.get(i), "restyler": rewriter}
-                for i, (o, p) in enumerate(pool)]
-        cache.write_text("\n".join(json.dumps(r) for r in [{"key": key}, *rows]) + "\n", encoding="utf-8")
+    known = _cached(cache, key)
+    new = [p for p in prompts if p not in known]
+    if new:
+        log(f"answering {len(new)} questions in plain English ({len(prompts) - len(new)} cached)")
+        known.update({p: {"plain": a} for p, a in zip(new, plain_answers(restyler.model, restyler.tokenizer, new,
+                                                                          cfg))})
+    todo = [p for p in prompts if len(known[p]["plain"].split()) >= cfg.min_words
+            and (known[p].get("restyler") != rewriter or not known[p].get("restyled"))]
+    if todo:
+        styled = restyler.restyle([known[p]["plain"] for p in todo], batch_size=cfg.batch_size, style_bias=bias)
+        known.update({p: {"plain": known[p]["plain"], "restyled": r, "restyler": rewriter} for p, r in zip(todo, styled)})
+    if new or todo:
+        cache.write_text("\n".join(json.dumps(r) for r in [{"key": key}, *({"prompt": p, **r} for p, r in known.items())])
+                         + "\n", encoding="utf-8")
+    rows = [{"origin": o, "prompt": p, "plain": known[p]["plain"],
+             "restyled": known[p].get("restyled") if len(known[p]["plain"].split()) >= cfg.min_words else None,
+             "restyler": rewriter} for o, p in pool]
     return _filter_and_write(rows, prompts, classifier, cfg, out_dir, style=style, encoder=encoder, leaks=leaks,
                              restyler=restyler, style_bias=bias, log=log, ranks_of=prompt_ranks)
 
@@ -201,12 +115,14 @@ def restyler_fingerprint(restyler, style_bias: float) -> str:
     return f"{made} style_bias={style_bias:g}" if style_bias else made
 
 
-def _cached(path: Path, key: dict) -> list[dict] | None:
+def _cached(path: Path, key: dict) -> dict[str, dict]:
+    """Return question -> {plain, restyled, restyler} from the cache at ``path`` when it was made under ``key``."""
     if not path.is_file():
-        return None
+        return {}
     lines = path.read_text(encoding="utf-8").splitlines()
-    head = json.loads(lines[0]) if lines else {}
-    return [json.loads(x) for x in lines[1:]] if head.get("key") == json.loads(json.dumps(key)) else None
+    if not lines or json.loads(lines[0]).get("key") != json.loads(json.dumps(key)):
+        return {}
+    return {row.pop("prompt"): row for row in map(json.loads, lines[1:])}
 
 
 def _filter_and_write(rows, prompts, classifier, cfg, out_dir, *, style, encoder, leaks, restyler, style_bias, log,

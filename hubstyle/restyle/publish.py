@@ -11,7 +11,7 @@ from typing import Any
 from hubstyle.errors import HubstyleError
 from hubstyle.fsio import atomic_folder
 from hubstyle.layout import ADAPTER_WEIGHTS, RESTYLER_FACTS
-from hubstyle.restyle.distill import DATA_NOTES
+from hubstyle.data.parallel import DATA_NOTES
 
 RESTYLER_EVAL = "restyler_eval.json"
 SHIPPED_FILES = ("adapter_config.json", RESTYLER_FACTS, RESTYLER_EVAL, "README.md", ADAPTER_WEIGHTS)
