@@ -339,6 +339,8 @@ def _classifier_summary(facts: RunFacts, card: str) -> dict[str, Any]:
         "backbone": backbone_id or "/".join(Path(c.backbone).parts[-2:]),
         "backbone_id": backbone_id or "",
         "speaker_vs_others": _speaker_vs_others(c.speaker_vs_others),
+        "registers_text": _classifier_registers(c.registers),
+        "pairs_note": _pairs_note(c.pairs),
     }
 
 
@@ -457,6 +459,34 @@ def _hub_id_or_none(name: str) -> str | None:
         return check_repo_id(name, namespace_required=False)  # a backbone may be e.g. 'distilbert-base-uncased'
     except HubstyleError:
         return None
+
+
+def _classifier_registers(registers) -> str:
+    """Return the card's paragraph and table of held-out accuracy by register (a corpus, or one side of parallel
+    pairs), or ''."""
+    if not registers:
+        return ""
+    rows = [f"| {_cell(name)} | {_cell(r.label)} | {_int(r.n_train)} | {_int(r.n)} | {r.accuracy:.3f} |"
+            for name, r in registers.items()]
+    return "\n".join([
+        "By register: the passages each source gave to training and to the held-out set, and the share of its "
+        "held-out passages given its class's label. A register marked (styled) or (plain) is one side of parallel "
+        "line pairs, the same lines in both classes: its score says whether the classifier judges the register "
+        "rather than the topic.", "",
+        "| register | class | trained on | held out | accuracy |", "| --- | --- | ---: | ---: | ---: |", *rows,
+    ])
+
+
+def _pairs_note(pairs: str | None) -> str:
+    """Return the card's sentence on the parallel pairs the classifier learned from (and their licence), or ''."""
+    if not pairs:
+        return ""
+    from hubstyle.data.parallel import DATA_NOTES
+
+    name = pairs if pairs in DATA_NOTES else Path(pairs).name
+    return (f"It also learned from the line pairs of `{name}`: each styled line in the style's class, its plain "
+            "paraphrase in the other, so that the same content sits in both classes and only the register tells them "
+            "apart. " + DATA_NOTES.get(pairs, "Check the pairs' licence before publishing."))
 
 
 def _classifier_robustness(augment: float | None, disfluent) -> str:

