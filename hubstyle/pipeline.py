@@ -111,7 +111,7 @@ def ensure_classifier(cfg: RunConfig, out_dir: Path, data: StyleData, generic: S
         speeches = split_blocks(other_speakers(cfg), validation=cfg.classifier.register_heldout, test=0.0,
                                 seed=cfg.split.seed, n_segments=cfg.split.segments)
         train_texts[OTHER_SPEAKERS], heldout[OTHER_SPEAKERS] = speeches.train, speeches.validation
-    log(f"training the style classifier ({', '.join(train_texts)}; {other}: {', '.join(registers)}) ...")
+    log(f"training the style classifier ({', '.join(train_texts)}; {other}: {', '.join(train_texts[other])}) ...")
     report = train_classifier(
         train_texts, heldout, out_dir=out_dir, backbone=cfg.classifier.backbone,
         epochs=cfg.classifier.epochs, max_per_class=cfg.classifier.max_per_class,

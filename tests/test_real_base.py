@@ -52,3 +52,23 @@ def test_train_cli_on_smollm2_offline_writes_metrics_and_a_loadable_adapter(tmp_
         tuned = PeftModel.from_pretrained(base, adapter).eval()  # plain peft, on the dequantized folder
         tuned_out = tuned.generate(**ids, max_new_tokens=24, do_sample=False)[0, ids.input_ids.shape[1]:]
     assert tok.decode(base_out) != tok.decode(tuned_out)
+
+
+def test_shipped_distilled_rows_come_back_from_the_shipped_restyler():
+    """The shipped distilled set is what its command makes: for the first kept user turns of the pool, SmolLM2's
+    greedy plain answer and the shipped restyler's rewrite (at the datasheet's bias) are the shipped rows."""
+    from hubstyle.restyle.distill import DATASHEET_FILE, DISTILLED_FILE, DistillConfig, plain_answers, whole_sentences
+    from hubstyle.restyle.model import SHIPPED_RESTYLER, load_restyler
+    from hubstyle.restyle.pool import prompt_pool
+
+    shipped_dir = SHIPPED_RESTYLER.parent / "distilled"
+    sheet = json.loads((shipped_dir / DATASHEET_FILE).read_text(encoding="utf-8"))
+    rows = [json.loads(x) for x in (shipped_dir / DISTILLED_FILE).read_text(encoding="utf-8").splitlines()]
+    shipped = {r["messages"][0]["content"]: r for r in rows}
+    cfg = DistillConfig(**{k: v for k, v in sheet["config"].items() if k in DistillConfig.__dataclass_fields__})
+    prompts = [p for _, p in prompt_pool(cfg)[0] if p in shipped][:4]
+    restyler = load_restyler()
+    plain = plain_answers(restyler.model, restyler.tokenizer, prompts, cfg)
+    assert plain == [shipped[p]["plain"] for p in prompts] and plain == [whole_sentences(a) for a in plain]
+    styled = restyler.restyle(plain, batch_size=cfg.batch_size, style_bias=sheet["restyler"]["style_bias"])
+    assert styled == [shipped[p]["messages"][1]["content"] for p in prompts]

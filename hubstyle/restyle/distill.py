@@ -160,7 +160,7 @@ def _filter_and_write(rows, prompts, classifier, cfg, out_dir, *, style, encoder
                                           encoding="utf-8")
     base = restyler.facts.get("base_model")
     sheet = {
-        "what": f"modern questions answered by {base} in plain English, rewritten in the {style} style by a "
+        "what": f"modern user turns answered by {base} in plain English, rewritten in the {style} style by a "
                 "restyler, kept only where the rewrite is judged in the style and still picks out its question",
         "base_model": base, "base_decoding": {"do_sample": False, "max_new_tokens": cfg.max_new_tokens},
         "restyler": {"path": restyler.path, "data": restyler.facts.get("data", {}).get("source"),

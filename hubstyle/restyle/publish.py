@@ -124,7 +124,7 @@ def distilled_card(sheet: dict, rows: list[dict], repo_id: str, *, style: str, h
     from hubstyle.restyle.distill import DATASHEET_FILE, DISTILLED_FILE
 
     counts = sheet["counts"]
-    count_rows = [{"what": "questions in the pool", "n": counts["pool"]}]
+    count_rows = [{"what": "user turns in the pool", "n": counts["pool"]}]
     count_rows += [{"what": k.removeprefix("dropped_").replace("_", " ") + " (dropped)", "n": v}
                    for k, v in counts.items() if k.startswith("dropped_")]
     count_rows += [{"what": f"kept ({o})", "n": n} for o, n in counts["kept_by_origin"].items()]
