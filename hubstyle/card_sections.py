@@ -340,7 +340,7 @@ def _classifier_summary(facts: RunFacts, card: str) -> dict[str, Any]:
         "backbone_id": backbone_id or "",
         "speaker_vs_others": _speaker_vs_others(c.speaker_vs_others),
         "registers_text": _classifier_registers(c.registers),
-        "pairs_note": _pairs_note(c.pairs),
+        "pairs_note": _pairs_note(c.pairs, c.pairs_held_out_play),
     }
 
 
@@ -477,16 +477,20 @@ def _classifier_registers(registers) -> str:
     ])
 
 
-def _pairs_note(pairs: str | None) -> str:
-    """Return the card's sentence on the parallel pairs the classifier learned from (and their licence), or ''."""
+def _pairs_note(pairs: str | None, play: str | None) -> str:
+    """Return the card's sentences on the parallel pairs the classifier learned from, where its pair registers were
+    scored, and the pairs' licence; or ''."""
     if not pairs:
         return ""
-    from hubstyle.data.parallel import DATA_NOTES
+    from hubstyle.data.parallel import DATA_NOTES, HELD_OUT_PLAYS
 
     name = pairs if pairs in DATA_NOTES else Path(pairs).name
+    scored = (f"{HELD_OUT_PLAYS[play].name}, a play it never saw" if play in HELD_OUT_PLAYS
+              else "the last pairs of the file, which it never saw")
     return (f"It also learned from the line pairs of `{name}`: each styled line in the style's class, its plain "
             "paraphrase in the other, so that the same content sits in both classes and only the register tells them "
-            "apart. " + DATA_NOTES.get(pairs, "Check the pairs' licence before publishing."))
+            f"apart. Its (styled) and (plain) registers are scored on {scored}. "
+            + DATA_NOTES.get(pairs, "Check the pairs' licence before publishing."))
 
 
 def _classifier_robustness(augment: float | None, disfluent) -> str:

@@ -196,6 +196,7 @@ class ClassifierFacts:
     speaker_vs_others: OneVsGroup | None = None  # speaker runs: the character told from the play's other speakers
     registers: dict[str, RegisterScore] | None = None  # classes given by registers: each one's held-out accuracy
     pairs: str | None = None  # the parallel pairs whose two sides joined the two classes (classifier.pairs)
+    pairs_held_out_play: str | None = None  # the pairs' play scored on (never trained on); None: their last share
 
 
 @dataclass(frozen=True)

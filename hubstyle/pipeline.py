@@ -126,7 +126,8 @@ def ensure_classifier(cfg: RunConfig, out_dir: Path, data: StyleData, generic: S
     if versus:
         log(f"classifier, '{cfg.style}' vs the other speakers of the text: macro-F1 {versus['macro_f1']:.3f}, "
             f"accuracy {versus['accuracy']:.3f} on {versus['n']} held-out passages")
-    return str(out_dir), {**report.as_dict(), "pairs": cfg.classifier.pairs}
+    pairs = {"pairs": cfg.classifier.pairs, "pairs_held_out_play": cfg.classifier.pairs_held_out_play}
+    return str(out_dir), {**report.as_dict(), **(pairs if cfg.classifier.pairs else {})}
 
 
 def _check_pairs(cfg: RunConfig) -> None:

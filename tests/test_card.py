@@ -445,7 +445,12 @@ def test_a_chat_models_card_chats_through_its_template(tmp_path):
     prompt = DEMO["rows"][0]["prompt"]
     expected = generate_side_by_side(model, load_tokenizer(base), [prompt], "style", max_new_tokens=60, chat="auto")
     assert out.getvalue().strip() == expected[0][1] and expected[0][1]
-    assert "load_style` continues plain text" in text
+    assert "`load_style` goes through the chat template too" in text and "continues plain text" not in text
+    hubstyle_snippet = next(code for code in re.findall(r"```python\n(.*?)```", text, re.S) if "load_style" in code)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(hubstyle_snippet.replace('"alice/shakespeare"', repr(str(tmp_path / "adapter"))), {})
+    assert out.getvalue().strip() == expected[0][1]  # the same answer as the transformers snippet's
 
 
 def test_bad_demo_table_ids_and_templates_are_errors():
@@ -664,9 +669,11 @@ def test_classifier_registers_and_pairs_reach_both_cards():
         "shakespeare-modern (plain)": {"label": "modern", "n_train": 134, "n": 119, "accuracy": 0.958},
     }
     metrics["classifier"]["pairs"] = "shakespeare-modern"
+    metrics["classifier"]["pairs_held_out_play"] = "tempest"
     facts = facts_of(metrics)
     for card in (adapter_card(facts, IDS, DEMO), classifier_card(facts, IDS)):
         text = card.text
         assert "| shakespeare-modern (plain) | modern | 134 | 119 | 0.958 |" in text
         assert "\n\nBy register:" in text and "| register | class | trained on | held out | accuracy |" in text
         assert "line pairs of `shakespeare-modern`" in text and "licence is not stated" in text
+        assert "scored on The Tempest, a play it never saw" in text
