@@ -208,7 +208,8 @@ def restyle(
     text: Optional[str] = typer.Argument(None, help="Text to rewrite; omit it to read --file or standard input."),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="Restyler folder or Hub repo (default: the shipped one)."),
     file: Optional[Path] = typer.Option(None, "--file", help="Rewrite this UTF-8 text file instead."),
-    style_bias: Optional[float] = typer.Option(None, "--style-bias", help="Logit bias toward the style words (default: the restyler's own; 0: plain greedy)."),
+    style_bias: Optional[float] = typer.Option(None, "--style-bias", help="Logit bias toward the style words (default: the restyler's own; 0: none)."),
+    beams: Optional[int] = typer.Option(None, "--beams", help="Beams searched (default: the restyler's own; 1: greedy)."),
 ) -> None:
     """Rewrite plain text in the style (default: Shakespeare's English), sentence by sentence, lines kept."""
     from hubstyle.restyle.model import load_restyler
@@ -225,7 +226,9 @@ def restyle(
         text = sys.stdin.read()
     if not text.strip():
         raise HubstyleError("the text is empty; give some words to rewrite")
-    typer.echo(load_restyler(adapter).restyle(text.rstrip("\n"), style_bias=style_bias))
+    if beams is not None and beams < 1:
+        raise HubstyleError(f"--beams is {beams}; give 1 (greedy) or more")
+    typer.echo(load_restyler(adapter).restyle(text.rstrip("\n"), style_bias=style_bias, num_beams=beams))
 
 
 restyler_app = typer.Typer(help="Restylers: adapters that rewrite plain text in a style, learnt from parallel pairs.",

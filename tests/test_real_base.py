@@ -56,7 +56,7 @@ def test_train_cli_on_smollm2_offline_writes_metrics_and_a_loadable_adapter(tmp_
 
 def test_shipped_distilled_rows_come_back_from_the_shipped_restyler():
     """The shipped distilled set is what its command makes: for the first kept user turns of the pool, SmolLM2's
-    greedy plain answer and the shipped restyler's rewrite (at the datasheet's bias) are the shipped rows."""
+    greedy plain answer and the shipped restyler's rewrite (at the datasheet's bias and beams) are the shipped rows."""
     from hubstyle.restyle.distill import DATASHEET_FILE, DISTILLED_FILE, DistillConfig, plain_answers, whole_sentences
     from hubstyle.restyle.model import SHIPPED_RESTYLER, load_restyler
     from hubstyle.restyle.pool import prompt_pool
@@ -70,5 +70,6 @@ def test_shipped_distilled_rows_come_back_from_the_shipped_restyler():
     restyler = load_restyler()
     plain = plain_answers(restyler.model, restyler.tokenizer, prompts, cfg)
     assert plain == [shipped[p]["plain"] for p in prompts] and plain == [whole_sentences(a) for a in plain]
-    styled = restyler.restyle(plain, batch_size=cfg.batch_size, style_bias=sheet["restyler"]["style_bias"])
+    styled = restyler.restyle(plain, batch_size=cfg.batch_size, style_bias=sheet["restyler"]["style_bias"],
+                              num_beams=sheet["restyler"].get("num_beams", 1))
     assert styled == [shipped[p]["messages"][1]["content"] for p in prompts]

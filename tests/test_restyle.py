@@ -93,7 +93,7 @@ def test_restyler_builds_evaluates_publishes_and_rewrites(tiny_build, tiny_chat_
     folder = cfg.out / "publish" / "restyler"
     card = (folder / "README.md").read_text(encoding="utf-8")
     assert "The Tempest" in card and "licence is not stated" in card and "copy baseline" in card
-    assert "restyler (style bias 1.5)" in card and "plain greedy (no bias)" in card and "*thou*" in card
+    assert "restyler (style bias 1.5)" in card and "restyler, no bias (greedy)" in card and "*thou*" in card
     config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
     assert config["base_model_name_or_path"] == str(tiny_chat_base)
     from safetensors import safe_open
@@ -124,9 +124,9 @@ class _WordRestyler:
 
     def __init__(self, restyler):
         self.model, self.tokenizer, self.facts, self.path = restyler.model, restyler.tokenizer, restyler.facts, "stub"
-        self.style_bias, self.biases, self.rewritten = 0.0, [], []
+        self.style_bias, self.num_beams, self.biases, self.rewritten = 0.0, 1, [], []
 
-    def restyle(self, texts, batch_size=16, style_bias=None):
+    def restyle(self, texts, batch_size=16, style_bias=None, num_beams=None):
         self.biases.append(style_bias)
         self.rewritten.append(list(texts))
         return [t.replace("you", "thou").replace("You", "Thou") + " Forsooth." for t in texts]
@@ -219,12 +219,35 @@ def test_style_bias_reaches_generation(tiny_chat_base):
     assert restyler.restyle("Where are you going?", max_new_tokens=6) == plain
 
 
+def test_num_beams_reaches_generation(tiny_chat_base):
+    """A restyler whose facts say 2 beams searches 2 (early stopping); num_beams=1 overrides it to greedy; beams
+    with sampling, or fewer than 1, are refused in one line."""
+    from hubstyle.evaluate.generation import generate
+    from hubstyle.models import load_base, load_tokenizer
+    from hubstyle.restyle.model import Restyler
+
+    tokenizer, model = load_tokenizer(tiny_chat_base), load_base(tiny_chat_base)
+    seen, real = [], model.generate
+    model.generate = lambda *a, **k: seen.append(k) or real(*a, **k)
+    restyler = Restyler(model, tokenizer, "Rewrite.", "shakespeare", "here", {"decoding": {"num_beams": 2}})
+    assert restyler.num_beams == 2
+    beamed = restyler.restyle("Where are you going?", max_new_tokens=6)
+    assert isinstance(beamed, str) and seen[-1]["num_beams"] == 2 and seen[-1]["early_stopping"] is True
+    restyler.restyle("Where are you going?", max_new_tokens=6, num_beams=1)
+    assert "num_beams" not in seen[-1]
+    for bad in (dict(do_sample=True, num_beams=2), dict(num_beams=0)):
+        with pytest.raises(HubstyleError, match="beam search takes 2 or more beams"):
+            generate(model, tokenizer, ["Hello"], max_new_tokens=2, **bad)
+
+
 def test_restyle_refuses_empty_and_double_input(run_cli, tmp_path):
     code, _, err = run_cli("restyle", "--file", str(tmp_path / "missing.txt"))
     assert code != 0 and "not found" in err
     (tmp_path / "t.txt").write_text("hi", encoding="utf-8")
     code, _, err = run_cli("restyle", "x", "--file", str(tmp_path / "t.txt"))
     assert code != 0 and "not both" in err
+    code, _, err = run_cli("restyle", "x", "--beams", "0")
+    assert code != 0 and "--beams is 0" in err
 
 
 @pytest.mark.parametrize("plain, refuses", [
@@ -252,5 +275,5 @@ def test_a_bias_without_style_words_is_said_and_decoding_stays_greedy(tmp_path):
     said: list[str] = []
     write_decoding(tmp_path, RestylerConfig(style_bias=2.0), data, said.append)
     decoding = json.loads((tmp_path / "restyler.json").read_text(encoding="utf-8"))["decoding"]
-    assert decoding == {"style_bias": 0.0, "bias_words": []}
+    assert decoding == {"style_bias": 0.0, "bias_words": [], "num_beams": 1}
     assert len(said) == 1 and "decoding stays plain greedy" in said[0]

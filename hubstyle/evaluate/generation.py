@@ -135,6 +135,7 @@ def _run(
     chat: str | None = None,
     system: str | None = None,
     sequence_bias: dict[tuple[int, ...], float] | None = None,
+    num_beams: int = 1,
 ) -> list[list[str]]:
     """Return, per prompt, its continuations: [text] for one model, [base, tuned] when ``adapter`` is given."""
     from tqdm.auto import tqdm
@@ -147,6 +148,11 @@ def _run(
         kwargs["eos_token_id"] = tokenizer.eos_token_id
     if sequence_bias:  # transformers' SequenceBiasLogitsProcessor: added to the logits of these token sequences
         kwargs["sequence_bias"] = dict(sequence_bias)
+    if num_beams != 1:
+        if do_sample or num_beams < 1:
+            raise HubstyleError(f"num_beams={num_beams}: beam search takes 2 or more beams, and greedy decoding "
+                                "(do_sample off)")
+        kwargs.update(num_beams=int(num_beams), early_stopping=True)
     prompts = as_chat_prompts(prompts, tokenizer, chat, system)
     special = chat is None
     dev = next(model.parameters()).device
@@ -227,14 +233,15 @@ def generate(
     system: str | None = None,
     desc: str = "generating",
     sequence_bias: dict[tuple[int, ...], float] | None = None,
+    num_beams: int = 1,
 ) -> list[str]:
     """Return one continuation per prompt from ``model`` as it is (for a PeftModel: its active adapter); with
     ``chat``, each prompt is a user's turn after the ``system`` turn, when given; ``sequence_bias`` adds to the
-    logits of token sequences (transformers' ``sequence_bias``)."""
+    logits of token sequences (transformers' ``sequence_bias``); ``num_beams`` > 1 searches that many beams."""
     prompts = check_prompts(prompts)
     rows = _run(
         model, tokenizer, prompts, adapter=None, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
         do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size, bf16=bf16,
-        desc=desc, chat=chat, system=system, sequence_bias=sequence_bias,
+        desc=desc, chat=chat, system=system, sequence_bias=sequence_bias, num_beams=num_beams,
     )
     return [row[0] for row in rows]

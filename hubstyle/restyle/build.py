@@ -52,6 +52,7 @@ class RestylerConfig:
     eval_lines: int = 200  # held-out lines scored (evenly spaced over the play)
     style_bias: float = 0.0  # decoding: added to the logits of the style words (0: plain greedy); weights unchanged
     bias_words: int = 20  # how many style words the bias favours (the most marked that no plain side uses)
+    num_beams: int = 1  # decoding: beams searched (1: greedy); weights unchanged
     max_new_tokens: int = 64
 
     @property

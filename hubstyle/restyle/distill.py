@@ -42,6 +42,7 @@ class DistillConfig:
     # the logit bias toward the style words while rewriting (None: the restyler's own decoding); the rewrites only
     # need to keep the answer, not to match a reference, so distilling may push harder than the shipped decoding
     style_bias: float | None = None
+    num_beams: int | None = None  # beams searched while rewriting (None: the restyler's own decoding; 1: greedy)
     eval_prompt_files: list[str] = field(default_factory=lambda: ["prompts.txt", "demo_prompts.txt"])
 
 
@@ -82,7 +83,8 @@ def distill(restyler, classifier, cfg: DistillConfig, out_dir: Path, *, style: s
     key = {"base": restyler.facts.get("base_model"), "max_new_tokens": cfg.max_new_tokens,
            "batch_size": cfg.batch_size}
     bias = restyler.style_bias if cfg.style_bias is None else float(cfg.style_bias)
-    rewriter = restyler_fingerprint(restyler, bias)
+    beams = restyler.num_beams if cfg.num_beams is None else int(cfg.num_beams)
+    rewriter = restyler_fingerprint(restyler, bias, beams)
     known = _cached(cache, key)
     new = [p for p in prompts if p not in known]
     if new:
@@ -92,7 +94,8 @@ def distill(restyler, classifier, cfg: DistillConfig, out_dir: Path, *, style: s
     todo = [p for p in prompts if len(known[p]["plain"].split()) >= cfg.min_words
             and (known[p].get("restyler") != rewriter or not known[p].get("restyled"))]
     if todo:
-        styled = restyler.restyle([known[p]["plain"] for p in todo], batch_size=cfg.batch_size, style_bias=bias)
+        styled = restyler.restyle([known[p]["plain"] for p in todo], batch_size=cfg.batch_size, style_bias=bias,
+                                  num_beams=beams)
         known.update({p: {"plain": known[p]["plain"], "restyled": r, "restyler": rewriter} for p, r in zip(todo, styled)})
     if new or todo:
         cache.write_text("\n".join(json.dumps(r) for r in [{"key": key}, *({"prompt": p, **r} for p, r in known.items())])
@@ -101,18 +104,19 @@ def distill(restyler, classifier, cfg: DistillConfig, out_dir: Path, *, style: s
              "restyled": known[p].get("restyled") if len(known[p]["plain"].split()) >= cfg.min_words else None,
              "restyler": rewriter} for o, p in pool]
     return _filter_and_write(rows, prompts, classifier, cfg, out_dir, style=style, encoder=encoder, leaks=leaks,
-                             restyler=restyler, style_bias=bias, log=log, ranks_of=prompt_ranks)
+                             restyler=restyler, style_bias=bias, num_beams=beams, log=log, ranks_of=prompt_ranks)
 
 
-def restyler_fingerprint(restyler, style_bias: float) -> str:
-    """Return the sha256 of the restyler's adapter weights (or its path without them) and the decoding bias its
-    rewrites were made with: what they depend on."""
+def restyler_fingerprint(restyler, style_bias: float, num_beams: int = 1) -> str:
+    """Return the sha256 of the restyler's adapter weights (or its path without them) and the decoding its rewrites
+    were made with (bias, beams): what they depend on."""
     from hubstyle.fsio import file_sha256
     from hubstyle.layout import ADAPTER_WEIGHTS
 
     weights = Path(restyler.path) / ADAPTER_WEIGHTS
     made = file_sha256(weights) if weights.is_file() else str(restyler.path)
-    return f"{made} style_bias={style_bias:g}" if style_bias else made
+    made = f"{made} style_bias={style_bias:g}" if style_bias else made
+    return f"{made} num_beams={num_beams}" if num_beams != 1 else made
 
 
 def _cached(path: Path, key: dict) -> dict[str, dict]:
@@ -125,8 +129,8 @@ def _cached(path: Path, key: dict) -> dict[str, dict]:
     return {row.pop("prompt"): row for row in map(json.loads, lines[1:])}
 
 
-def _filter_and_write(rows, prompts, classifier, cfg, out_dir, *, style, encoder, leaks, restyler, style_bias, log,
-                      ranks_of):
+def _filter_and_write(rows, prompts, classifier, cfg, out_dir, *, style, encoder, leaks, restyler, style_bias, num_beams,
+                      log, ranks_of):
     from hubstyle.evaluate.answers import distinct_n
 
     dropped = {"plain_answer_too_short": 0, "plain_answer_repeats_itself": 0, "plain_answer_refuses": 0,
@@ -164,7 +168,7 @@ def _filter_and_write(rows, prompts, classifier, cfg, out_dir, *, style, encoder
                 "restyler, kept only where the rewrite is judged in the style and still picks out its question",
         "base_model": base, "base_decoding": {"do_sample": False, "max_new_tokens": cfg.max_new_tokens},
         "restyler": {"path": restyler.path, "data": restyler.facts.get("data", {}).get("source"),
-                     "style_bias": style_bias,
+                     "style_bias": style_bias, "num_beams": num_beams,
                      "data_note": DATA_NOTES.get(restyler.facts.get("data", {}).get("source", ""), "")},
         "pool": {"sources": ["chatterbot-corpus questions (BSD-3)", "hubstyle templates"], "prompts": len(prompts),
                  "dropped_as_evaluation_leaks": leaks, "leak_cosine": cfg.leak_cosine},

@@ -69,6 +69,7 @@ def evaluate_restyler(restyler, held_out: Sequence[Pair], *, classifier, style: 
     return {
         "lines": len(chosen),
         "style_bias": restyler.style_bias,
+        "num_beams": restyler.num_beams,
         "bleu_gain": round(scores["restyler"]["bleu"] - scores["copy"]["bleu"], 2),
         **scores,
         "examples": [{"source": s, "restyled": o, "reference": r}

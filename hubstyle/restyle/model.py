@@ -56,6 +56,11 @@ class Restyler:
         """Return the logit bias its decoding adds to the style words (0: plain greedy)."""
         return float((self.facts.get("decoding") or {}).get("style_bias", 0.0))
 
+    @property
+    def num_beams(self) -> int:
+        """Return the beams its decoding searches (1: greedy)."""
+        return int((self.facts.get("decoding") or {}).get("num_beams", 1))
+
     def sequence_bias(self, style_bias: float | None = None) -> dict[tuple[int, ...], float] | None:
         """Return transformers' ``sequence_bias`` for ``style_bias`` (default: the restyler's own), None for 0."""
         bias = self.style_bias if style_bias is None else float(style_bias)
@@ -63,24 +68,27 @@ class Restyler:
         return style_bias_sequences(self.tokenizer, words, bias) if bias and words else None
 
     def restyle(self, text: str | Sequence[str], *, max_new_tokens: int = 96, batch_size: int = 16,
-                style_bias: float | None = None) -> str | list[str]:
+                style_bias: float | None = None, num_beams: int | None = None) -> str | list[str]:
         """Return ``text`` rewritten in the style (a list for a list): each line kept, each sentence rewritten;
-        ``style_bias`` overrides the restyler's decoding bias toward its style words."""
+        ``style_bias`` and ``num_beams`` override the restyler's decoding (its bias toward its style words, its
+        beams)."""
         single = isinstance(text, str)
         texts = [text] if single else list(text)
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:
             raise HubstyleError(f"restyle takes text; item {bad[0]} is a {type(texts[bad[0]]).__name__}")
         out = restyle_texts(self.model, self.tokenizer, texts, self.instruction, max_new_tokens=max_new_tokens,
-                            batch_size=batch_size, sequence_bias=self.sequence_bias(style_bias))
+                            batch_size=batch_size, sequence_bias=self.sequence_bias(style_bias),
+                            num_beams=self.num_beams if num_beams is None else num_beams)
         return out[0] if single else out
 
     def rewrite_sentences(self, sentences: Sequence[str], *, max_new_tokens: int = 96, batch_size: int = 16,
-                          style_bias: float | None = None) -> list[str]:
+                          style_bias: float | None = None, num_beams: int | None = None) -> list[str]:
         """Return one rewrite per sentence (no splitting): what evaluation scores line by line."""
         return rewrite_lines(self.model, self.tokenizer, list(sentences), self.instruction,
                              max_new_tokens=max_new_tokens, batch_size=batch_size,
-                             sequence_bias=self.sequence_bias(style_bias))
+                             sequence_bias=self.sequence_bias(style_bias),
+                             num_beams=self.num_beams if num_beams is None else num_beams)
 
 
 def style_bias_sequences(tokenizer, words: Sequence[str], bias: float) -> dict[tuple[int, ...], float]:
@@ -96,8 +104,9 @@ def style_bias_sequences(tokenizer, words: Sequence[str], bias: float) -> dict[t
 
 
 def rewrite_lines(model, tokenizer, lines: list[str], instruction: str, *, max_new_tokens: int = 96,
-                  batch_size: int = 16, sequence_bias: dict | None = None) -> list[str]:
-    """Return each line rewritten by the restyler ``model`` (greedy); an empty rewrite keeps the line as it was."""
+                  batch_size: int = 16, sequence_bias: dict | None = None, num_beams: int = 1) -> list[str]:
+    """Return each line rewritten by the restyler ``model`` (greedy, or a beam search); an empty rewrite keeps the
+    line as it was."""
     from hubstyle.evaluate.generation import generate
 
     todo = [i for i, line in enumerate(lines) if line.strip()]
@@ -106,14 +115,14 @@ def rewrite_lines(model, tokenizer, lines: list[str], instruction: str, *, max_n
         return out
     rewrites = generate(model, tokenizer, [lines[i] for i in todo], max_new_tokens=max_new_tokens, do_sample=False,
                         batch_size=batch_size, chat="model", system=instruction, desc="restyling",
-                        sequence_bias=sequence_bias)
+                        sequence_bias=sequence_bias, num_beams=num_beams)
     for i, new in zip(todo, rewrites):
         out[i] = new.strip() or lines[i]
     return out
 
 
 def restyle_texts(model, tokenizer, texts: list[str], instruction: str, *, max_new_tokens: int = 96,
-                  batch_size: int = 16, sequence_bias: dict | None = None) -> list[str]:
+                  batch_size: int = 16, sequence_bias: dict | None = None, num_beams: int = 1) -> list[str]:
     """Return each text rewritten sentence by sentence, its line breaks kept."""
     pieces: list[tuple[int, int, int]] = []  # (text, line, sentence) of every sentence
     sentences: list[str] = []
@@ -126,7 +135,8 @@ def restyle_texts(model, tokenizer, texts: list[str], instruction: str, *, max_n
                 pieces.append((t, li, si))
                 sentences.append(sentence)
     rewritten = rewrite_lines(model, tokenizer, sentences, instruction, max_new_tokens=max_new_tokens,
-                              batch_size=batch_size, sequence_bias=sequence_bias) if sentences else []
+                              batch_size=batch_size, sequence_bias=sequence_bias,
+                              num_beams=num_beams) if sentences else []
     for (t, li, si), new in zip(pieces, rewritten):
         structure[t][li][si] = new
     return ["\n".join(" ".join(line) for line in lines) for lines in structure]

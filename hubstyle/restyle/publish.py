@@ -45,8 +45,10 @@ def restyler_card(facts: dict, evaluation: dict, repo_id: str):
     style = facts["style"]
     rows = []
     bias = float(evaluation.get("style_bias") or 0.0)
+    beams = int(evaluation.get("num_beams") or 1)
+    decoding = f"a {beams}-beam search" if beams > 1 else "greedy"
     sides = (("restyler", f"restyler (style bias {bias:g})" if bias else "restyler"),
-             ("restyler_unbiased", "restyler, plain greedy (no bias)"), ("copy", "copy baseline (input unchanged)"),
+             ("restyler_unbiased", f"restyler, no bias ({decoding})"), ("copy", "copy baseline (input unchanged)"),
              ("reference", "Shakespeare's line (ceiling)"))
     for name, label in sides:
         if name not in evaluation:
@@ -83,6 +85,7 @@ def restyler_card(facts: dict, evaluation: dict, repo_id: str):
         "val_loss": f"{training['final_val_loss']:.3f}", "validation_pairs": data_facts["validation_pairs"],
         "weights_dtype": "bfloat16 (trained in float32)" if training.get("base_dtype") == "float32" else "bfloat16",
         "style_bias": f"{bias:g}" if bias else "",
+        "decoding": decoding, "beams": beams if beams > 1 else "",
         "bias_words": ", ".join(f"*{w}*" for w in (facts.get("decoding") or {}).get("bias_words", [])),
     }
     return _render("restyler", data, kwargs)

@@ -77,8 +77,8 @@ def line_classifier(cfg: RestylerConfig, data: RestylerData, log: Callable[[str]
 
 def write_decoding(adapter: Path, cfg: RestylerConfig, data: RestylerData,
                    log: Callable[[str], None] = print) -> None:
-    """Record the decoding settings (style bias and the words it favours) in the adapter's facts: they change the
-    rewrites, not the weights, so a build with a new bias reuses the trained adapter."""
+    """Record the decoding settings (style bias and the words it favours, beams) in the adapter's facts: they
+    change the rewrites, not the weights, so a build with a new bias reuses the trained adapter."""
     from hubstyle.data.parallel import bias_words
 
     path = adapter / RESTYLER_FACTS
@@ -87,7 +87,8 @@ def write_decoding(adapter: Path, cfg: RestylerConfig, data: RestylerData,
     if cfg.style_bias and not words:
         log(f"style_bias {cfg.style_bias:g} is set, but the {len(data.train)} training pairs show no style word "
             "(each needs 15+ uses on the styled sides and none on the plain sides): decoding stays plain greedy")
-    facts["decoding"] = {"style_bias": float(cfg.style_bias) if words else 0.0, "bias_words": words}
+    facts["decoding"] = {"style_bias": float(cfg.style_bias) if words else 0.0, "bias_words": words,
+                         "num_beams": int(cfg.num_beams)}
     path.write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
 
 
