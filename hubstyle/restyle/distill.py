@@ -91,7 +91,8 @@ def distill(restyler, classifier, cfg: DistillConfig, out_dir: Path, *, style: s
         log(f"answering {len(new)} questions in plain English ({len(prompts) - len(new)} cached)")
         known.update({p: {"plain": a} for p, a in zip(new, plain_answers(restyler.model, restyler.tokenizer, new,
                                                                           cfg))})
-    todo = [p for p in prompts if len(known[p]["plain"].split()) >= cfg.min_words
+    answered = {p for p in prompts if len(known[p]["plain"].split()) >= cfg.min_words}  # long enough to rewrite
+    todo = [p for p in prompts if p in answered
             and (known[p].get("restyler") != rewriter or not known[p].get("restyled"))]
     if todo:
         styled = restyler.restyle([known[p]["plain"] for p in todo], batch_size=cfg.batch_size, style_bias=bias,
@@ -101,13 +102,13 @@ def distill(restyler, classifier, cfg: DistillConfig, out_dir: Path, *, style: s
         cache.write_text("\n".join(json.dumps(r) for r in [{"key": key}, *({"prompt": p, **r} for p, r in known.items())])
                          + "\n", encoding="utf-8")
     rows = [{"origin": o, "prompt": p, "plain": known[p]["plain"],
-             "restyled": known[p].get("restyled") if len(known[p]["plain"].split()) >= cfg.min_words else None,
+             "restyled": known[p].get("restyled") if p in answered else None,
              "restyler": rewriter} for o, p in pool]
     return _filter_and_write(rows, prompts, classifier, cfg, out_dir, style=style, encoder=encoder, leaks=leaks,
                              restyler=restyler, style_bias=bias, num_beams=beams, log=log, ranks_of=prompt_ranks)
 
 
-def restyler_fingerprint(restyler, style_bias: float, num_beams: int = 1) -> str:
+def restyler_fingerprint(restyler, style_bias: float, num_beams: int) -> str:
     """Return the sha256 of the restyler's adapter weights (or its path without them) and the decoding its rewrites
     were made with (bias, beams): what they depend on."""
     from hubstyle.fsio import file_sha256

@@ -151,14 +151,19 @@ def chatterbot_questions() -> list[str]:
 def template_prompts() -> list[str]:
     """Return hubstyle's templated user turns: every kind interleaved (so the first N holds all of them), and within
     a kind each task or topic under every template."""
-    kinds = [
+    return _interleave(
         [t.format(x=x) for x in TASKS for t in TASK_TEMPLATES],
         [t.format(x=x) for x in TOPICS for t in TOPIC_TEMPLATES],
         EVENTS,
         REQUESTS,
         [t.format(x=x) for x in MORE_TASKS for t in TASK_TEMPLATES],
         [t.format(x=x) for x in MORE_TOPICS for t in TOPIC_TEMPLATES],
-    ]
+    )
+
+
+def _interleave(*kinds: list) -> list:
+    """Return the items of ``kinds`` taken one from each in turn (a kind that runs out is skipped), so that the first
+    N items of the result hold every kind."""
     return [kind[i] for i in range(max(map(len, kinds))) for kind in kinds if i < len(kind)]
 
 
@@ -174,11 +179,8 @@ def prompt_pool(cfg: DistillConfig, encoder=None) -> tuple[list[tuple[str, str]]
     prompt) for the pool: template questions interleaved with chatterbot's."""
     from hubstyle.evaluate.answers import embed, load_encoder
 
-    templates, chatterbot = template_prompts(), chatterbot_questions()
-    pool = []
-    for i in range(max(len(templates), len(chatterbot))):  # interleaved, so the first N holds both kinds
-        pool += [("template", templates[i])] if i < len(templates) else []
-        pool += [("chatterbot", chatterbot[i])] if i < len(chatterbot) else []
+    pool = _interleave([("template", p) for p in template_prompts()],
+                       [("chatterbot", p) for p in chatterbot_questions()])
     evals = evaluation_prompts(cfg.eval_prompt_files)
     exact = {e.lower().strip() for e in evals}
     encoder = encoder or load_encoder()

@@ -86,7 +86,8 @@ def write_decoding(adapter: Path, cfg: RestylerConfig, data: RestylerData,
     words = bias_words(data.train, cfg.bias_words) if cfg.style_bias else []
     if cfg.style_bias and not words:
         log(f"style_bias {cfg.style_bias:g} is set, but the {len(data.train)} training pairs show no style word "
-            "(each needs 15+ uses on the styled sides and none on the plain sides): decoding stays plain greedy")
+            "(each needs 15+ uses on the styled sides and none on the plain sides): decoding "
+            + ("stays plain greedy" if cfg.num_beams == 1 else f"searches {cfg.num_beams} beams without a bias"))
     facts["decoding"] = {"style_bias": float(cfg.style_bias) if words else 0.0, "bias_words": words,
                          "num_beams": int(cfg.num_beams)}
     path.write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
