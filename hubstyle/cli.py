@@ -251,6 +251,41 @@ def restyler_build(
     typer.echo(f"restyler repo folder: {cfg.out / 'publish' / 'restyler'}")
 
 
+@restyler_app.command("tune")
+def restyler_tune(
+    config: Path = typer.Argument(..., help="Restyler config (YAML) of a built restyler."),
+    bias: str = typer.Option("0,1,2,3", "--bias", help="Style biases to compare, comma-separated."),
+    beams: str = typer.Option("1,4", "--beams", help="Beam counts to compare, comma-separated."),
+) -> None:
+    """Score each decoding (style bias x beams) on lines of the training plays never trained on, never the held-out
+    play, and suggest one by a fixed rule."""
+    from hubstyle.restyle.build import load_restyler_config
+    from hubstyle.restyle.run import tune_restyler
+
+    biases, beam_counts = _numbers(bias, float, "--bias"), _numbers(beams, int, "--beams")
+    if any(n < 1 for n in beam_counts):
+        raise HubstyleError(f"--beams takes counts of 1 or more, got {beams!r}")
+    cfg = load_restyler_config(config)
+    sweep = tune_restyler(cfg, biases=biases, beams=beam_counts, log=typer.echo)
+    typer.echo(f"copy baseline: BLEU {sweep['copy']['bleu']}, judged in style {sweep['copy']['style_rate']:.1%}; "
+               f"Shakespeare's lines judged in style {sweep['reference']['style_rate']:.1%}; "
+               f"written to {cfg.out / 'eval'}")
+    pick = sweep["suggested"]
+    typer.echo(f"suggested: style_bias {pick['style_bias']:g}, num_beams {pick['num_beams']} ({pick['rule']}); "
+               f"set them in {config}, then build again")
+
+
+def _numbers(text: str, kind, option: str) -> list:
+    """Return the comma-separated numbers of an option, or raise one line naming it."""
+    try:
+        values = [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise HubstyleError(f"{option} takes comma-separated numbers, got {text!r}")
+    return values
+
+
 classifier_app = typer.Typer(help="The style classifier that measures style rate.", no_args_is_help=True)
 space_app = typer.Typer(help="The Gradio Space: base vs tuned side by side.", no_args_is_help=True)
 app.add_typer(classifier_app, name="classifier")

@@ -73,6 +73,58 @@ def test_held_out_play_found_in_the_canonical_order_too():
         held_out_split(pairs[:2], "tempest")
 
 
+def test_evaluation_lines_are_runs_of_consecutive_lines_judged_as_passages():
+    from hubstyle.restyle.evaluate import consecutive_runs, passage_groups
+
+    pairs = [Pair(f"w{i} " * (3 + i % 4), "t", i) for i in range(100)]
+    runs = consecutive_runs(pairs, 20, 5)
+    assert [run[0].line for run in runs] == [0, 32, 63, 95] and all(len(run) == 5 for run in runs)
+    assert all([p.line for p in run] == list(range(run[0].line, run[0].line + 5)) for run in runs)
+    assert consecutive_runs(pairs[:7], 20, 5) == [pairs[:7]]
+    groups = passage_groups(runs, min_words=10)
+    assert sorted(i for g in groups for i in g) == list(range(20))  # every line once, in order
+    flat = [p for run in runs for p in run]
+    run_of = {i: r for r, run in enumerate(runs) for i in range(r * 5, r * 5 + 5)}
+    for group in groups:
+        assert len({run_of[i] for i in group}) == 1 and group == list(range(group[0], group[-1] + 1))
+        assert sum(len(flat[i].source.split()) for i in group) >= 10 or len(group) == 5
+    with pytest.raises(HubstyleError, match="at least 1"):
+        consecutive_runs(pairs, 0, 5)
+
+
+def test_decodings_are_tuned_on_never_trained_lines_in_the_plays_own_mix(data_dir):
+    from hubstyle.data.parallel import introduces, style_words
+    from hubstyle.restyle.build import ParallelConfig, RestylerConfig, restyler_data
+
+    data = restyler_data(RestylerConfig(pairs=ParallelConfig(style_words_only=True, validation_pairs=160)))
+    rest, _ = held_out_split(read_pairs("shakespeare-modern"), "tempest")
+    marked = set(style_words([p for p in rest if changed(p)]))
+    assert all(introduces(p, marked) for p in data.train + data.validation)
+    plain = [p for p in data.tuning if p not in data.validation]
+    assert set(data.validation) <= set(data.tuning) and not any(introduces(p, marked) for p in plain)
+    assert not {p.line for p in data.tuning} & {p.line for p in data.train + data.held_out}
+    share = data.facts["dropped_without_style_word"] / (data.facts["dropped_without_style_word"] + 5303)
+    assert abs(len(plain) / len(data.tuning) - share) < 0.01  # the plays' own share of lines without a style word
+
+
+def test_the_suggested_decoding_is_the_best_bleu_among_those_styled_as_often_as_shakespeare():
+    from hubstyle.restyle.evaluate import suggested_decoding
+
+    rows = [{"style_bias": b, "num_beams": n, "bleu": bleu, "style_rate": rate}
+            for b, n, bleu, rate in [(0, 1, 14.0, 0.3), (2, 1, 12.0, 0.6), (2, 4, 13.0, 0.55), (3, 4, 11.0, 0.8)]]
+    pick = suggested_decoding(rows, 0.5)
+    assert (pick["style_bias"], pick["num_beams"]) == (2, 4)  # 13.0 beats 12.0; 14.0 is not styled enough
+    assert suggested_decoding(rows, 0.7)["style_bias"] == 3
+    assert suggested_decoding(rows, 0.9)["style_bias"] == 3  # none as styled as Shakespeare: the most styled
+
+
+def test_restyler_tune_refuses_bad_numbers_in_one_line(run_cli):
+    code, _, stderr = run_cli("restyler", "tune", "missing.yaml", "--bias", "a,b")
+    assert code != 0 and "--bias takes comma-separated numbers" in stderr
+    code, _, stderr = run_cli("restyler", "tune", "missing.yaml", "--beams", "0")
+    assert code != 0 and "--beams takes counts of 1 or more" in stderr
+
+
 def test_split_sentences_keeps_abbreviations_and_quotes():
     assert split_sentences('Hello there. How are you? I said "fine." Then Mr. Smith left!') == [
         "Hello there.", "How are you?", 'I said "fine."', "Then Mr. Smith left!"]
@@ -100,9 +152,32 @@ def test_restyler_builds_evaluates_publishes_and_rewrites(tiny_build, tiny_chat_
 
     with safe_open(str(folder / "adapter_model.safetensors"), "pt") as f:
         assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.bfloat16"}
-    # a second build reuses the trained adapter (same training keys) and gives the same scores
+    for side in ("restyler", "copy", "reference"):  # one run of the 6 lines, judged as passages of 25+ words
+        passage = evaluation[side]["passage_style_rate"]
+        assert passage["n"] == evaluation["passages"] >= 1 and passage["low"] <= passage["rate"] <= passage["high"]
+    # the decoding is chosen on the validation pairs; a second build reuses the trained adapter (same training keys),
+    # gives the same scores and shows that sweep in the card
+    from hubstyle.restyle.run import tune_restyler
+
+    sweep = tune_restyler(cfg, biases=[0.0, 1.5], beams=[1], log=lambda _: None)
+    assert sweep["pairs"] == 8 and [(r["style_bias"], r["num_beams"]) for r in sweep["rows"]] == [(0.0, 1), (1.5, 1)]
+    assert all(r["bleu_gain"] == round(r["bleu"] - sweep["copy"]["bleu"], 2) for r in sweep["rows"])
+    assert sweep["reference"]["bleu"] == 100.0 and "Shakespeare's own lines" in sweep["suggested"]["rule"]
     again = build_restyler(cfg, log=lambda _: None)
     assert again["restyler"]["bleu"] == evaluation["restyler"]["bleu"]
+    assert again["decoding_sweep"]["rows"] == sweep["rows"]
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert "on the 8 validation pairs: lines of the training plays" in card and "| 1.5 | 1 |" in card
+    assert "**shipped**" in card and "rule fixed before the sweep" in card
+    # a restyler that decodes without a bias is scored with the comparison bias beside it
+    import dataclasses
+
+    plain = build_restyler(dataclasses.replace(cfg, output_dir=str(tmp_path / "plain"), style_bias=0.0,
+                                               compare_style_bias=1.5), log=lambda _: None)
+    assert "restyler_unbiased" not in plain and plain["compare_style_bias"] == 1.5 and plain["style_bias"] == 0.0
+    assert plain["restyler_biased"]["passage_style_rate"]["n"] == plain["passages"]
+    card = (tmp_path / "plain" / "publish" / "restyler" / "README.md").read_text(encoding="utf-8")
+    assert "restyler, style bias 1.5 (greedy)" in card and "`restyle(text, style_bias=1.5)`" in card
     restyler = load_restyler(folder)
     out = restyler.restyle("You are here. Go away now!\nHello.", max_new_tokens=6)
     assert isinstance(out, str) and out.count("\n") == 1

@@ -49,10 +49,12 @@ class RestylerConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)  # the line-level judge (path: use one)
     distill: DistillConfig = field(default_factory=DistillConfig)  # the on-topic chat set distilled through it
-    eval_lines: int = 200  # held-out lines scored (evenly spaced over the play)
+    eval_lines: int = 200  # held-out lines scored: evenly spaced runs of consecutive lines over the play
+    eval_run_lines: int = 10  # lines a run; the style is also judged on passages of each run's consecutive lines
     style_bias: float = 0.0  # decoding: added to the logits of the style words (0: plain greedy); weights unchanged
     bias_words: int = 20  # how many style words the bias favours (the most marked that no plain side uses)
     num_beams: int = 1  # decoding: beams searched (1: greedy); weights unchanged
+    compare_style_bias: float = 2.0  # with no bias of its own, the evaluation also scores this one (0: it does not)
     max_new_tokens: int = 64
 
     @property
@@ -97,6 +99,7 @@ class RestylerData:
     validation: list[Pair]
     held_out: list[Pair]
     facts: dict
+    tuning: list[Pair] = field(default_factory=list)  # never trained on, in the training plays' own mix of lines
 
 
 def restyler_data(cfg: RestylerConfig) -> RestylerData:
@@ -107,13 +110,20 @@ def restyler_data(cfg: RestylerConfig) -> RestylerData:
     kept = [x for x in rest if changed(x)] if p.changed_only else list(rest)
     marked = style_words(kept)
     n_changed = len(kept)
+    unmarked: list[Pair] = []
     if p.style_words_only:
         # Most pairs differ by a word or two, which teaches copying; pairs that bring in a marked word teach the style.
+        unmarked = [x for x in kept if not introduces(x, set(marked))]
         kept = [x for x in kept if introduces(x, set(marked))]
     rng = random.Random(p.seed)
     order = list(range(len(kept)))
     rng.shuffle(order)
     validation = [kept[i] for i in sorted(order[: p.validation_pairs])]
+    # Choosing a decoding on the validation pairs alone would favour the style words (each of them brings one in);
+    # the lines without one, never trained on, join in the share the plays have them.
+    extra = round(len(validation) * len(unmarked) / len(kept)) if kept else 0
+    tuning = sorted(validation + random.Random(p.seed + 1).sample(unmarked, min(extra, len(unmarked))),
+                    key=lambda x: x.line)
     train_idx = order[p.validation_pairs :]
     if p.max_pairs is not None:
         train_idx = train_idx[: p.max_pairs]
@@ -134,7 +144,7 @@ def restyler_data(cfg: RestylerConfig) -> RestylerData:
         "train_sha256": pairs_sha256(train),
         "seed": p.seed,
     }
-    return RestylerData(train, validation, held_out, facts)
+    return RestylerData(train, validation, held_out, facts, tuning)
 
 
 def train_restyler(cfg: RestylerConfig, *, resume: bool = False, log: Callable[[str], None] = print) -> Path:

@@ -47,16 +47,27 @@ def restyler_card(facts: dict, evaluation: dict, repo_id: str):
     bias = float(evaluation.get("style_bias") or 0.0)
     beams = int(evaluation.get("num_beams") or 1)
     decoding = f"a {beams}-beam search" if beams > 1 else "greedy"
-    sides = (("restyler", f"restyler (style bias {bias:g})" if bias else "restyler"),
-             ("restyler_unbiased", f"restyler, no bias ({decoding})"), ("copy", "copy baseline (input unchanged)"),
+    compare = float(evaluation.get("compare_style_bias") or 0.0)
+    sides = (("restyler", f"restyler (style bias {bias:g})" if bias else f"restyler ({decoding})"),
+             ("restyler_unbiased", f"restyler, no bias ({decoding})"),
+             ("restyler_biased", f"restyler, style bias {compare:g} ({decoding})"),
+             ("copy", "copy baseline (input unchanged)"),
              ("reference", "Shakespeare's line (ceiling)"))
     for name, label in sides:
         if name not in evaluation:
             continue
         side = evaluation[name]
+        passage = side.get("passage_style_rate")
         rows.append({"name": label, "bleu": f"{side['bleu']:.1f}", "chrf": f"{side['chrf']:.1f}",
                      "style_rate": f"{side['style_rate']:.1%}", "top1": f"{side['source_rank']['top1']:.1%}",
+                     "passage": f"{passage['rate']:.1%} ({passage['low']:.0%}-{passage['high']:.0%})" if passage else "-",
                      "mrr": f"{side['source_rank']['mrr']:.3f}", "unchanged": f"{side['unchanged']:.1%}"})
+    sweep = evaluation.get("decoding_sweep")
+    sweep_rows = [{"bias": f"{row['style_bias']:g}", "beams": row["num_beams"], "bleu": f"{row['bleu']:.1f}",
+                   "gain": f"{row['bleu_gain']:+.2f}", "chrf": f"{row['chrf']:.1f}",
+                   "style_rate": f"{row['style_rate']:.1%}", "top1": f"{row['source_rank']['top1']:.1%}",
+                   "chosen": "**shipped**" if (row["style_bias"], row["num_beams"]) == (bias, beams) else ""}
+                  for row in (sweep or {}).get("rows", [])]
     examples = [{k: v.replace("|", "\\|") for k, v in ex.items()} for ex in evaluation["examples"]]
     base = facts["base"]
     weights = (f" ({base['dequantized_from']}, sha256 `{base['gguf_sha256'][:12]}…`: trained and measured on "
@@ -77,14 +88,18 @@ def restyler_card(facts: dict, evaluation: dict, repo_id: str):
         "data_note": DATA_NOTES.get(source, f"Pairs from {source}; check their licence before publishing."),
         "lines": evaluation["lines"], "held_out_name": HELD_OUT_NAMES.get(data_facts["held_out_play"] or "", "?"),
         "held_out_pairs": data_facts["held_out_pairs"], "held_out_sha256": str(data_facts["held_out_sha256"])[:16],
-        "rows": rows, "examples": examples, "instruction": facts["instruction"], "base_weights": weights,
+        "rows": rows, "examples": examples, "runs": evaluation.get("runs"), "passages": evaluation.get("passages"),
+        "passage_min_words": evaluation.get("passage_min_words"), "sweep_rows": sweep_rows,
+        "sweep_on": (sweep or {}).get("on", ""), "sweep_rule": ((sweep or {}).get("suggested") or {}).get("rule", ""),
+        "sweep_copy_bleu": f"{sweep['copy']['bleu']:.1f}" if sweep else "",
+        "instruction": facts["instruction"], "base_weights": weights,
         "lora_rank": hp["lora_rank"], "lora_alpha": hp["lora_alpha"], "target_modules": _targets_text(facts.get("targets")),
         "steps": training["steps"], "batch_size": hp["batch_size"], "cutoff_len": hp["cutoff_len"],
         "learning_rate": hp["learning_rate"], "train_seconds": f"{training['seconds']:.0f}",
         "tokens_per_second": f"{training['tokens_per_second']:.0f}", "machine": facts.get("machine", "?"),
         "val_loss": f"{training['final_val_loss']:.3f}", "validation_pairs": data_facts["validation_pairs"],
         "weights_dtype": "bfloat16 (trained in float32)" if training.get("base_dtype") == "float32" else "bfloat16",
-        "style_bias": f"{bias:g}" if bias else "",
+        "style_bias": f"{bias:g}" if bias else "", "compare_bias": f"{compare:g}" if compare else "",
         "decoding": decoding, "beams": beams if beams > 1 else "",
         "bias_words": ", ".join(f"*{w}*" for w in (facts.get("decoding") or {}).get("bias_words", [])),
     }

@@ -16,6 +16,7 @@ RESTYLER_PUBLISH = "restyler"  # DIR/publish/restyler: the restyler's repo folde
 DISTILLED_PUBLISH = "distilled"  # DIR/publish/distilled: the distilled chat set's dataset repo folder; DIR/distilled
 # holds the rows, the datasheet and the cached answers
 PLAIN_REGISTER = "plain sides of the pairs"  # a register of the classifier's modern class
+DECODING_SWEEP = "decoding_sweep.json"  # DIR/eval/: each decoding scored on never-trained lines (restyler tune)
 
 
 TRAINING_KEYS = ("base_model", "style", "instruction", "pairs", "training")  # what the adapter's weights depend on
@@ -83,7 +84,7 @@ def write_decoding(adapter: Path, cfg: RestylerConfig, data: RestylerData,
 
     path = adapter / RESTYLER_FACTS
     facts = json.loads(path.read_text(encoding="utf-8"))
-    words = bias_words(data.train, cfg.bias_words) if cfg.style_bias else []
+    words = bias_words(data.train, cfg.bias_words)  # kept with no bias too: restyle(text, style_bias=B) uses them
     if cfg.style_bias and not words:
         log(f"style_bias {cfg.style_bias:g} is set, but the {len(data.train)} training pairs show no style word "
             "(each needs 15+ uses on the styled sides and none on the plain sides): decoding "
@@ -118,18 +119,30 @@ def build_restyler(cfg: RestylerConfig, *, resume: bool = False, ship: Path | No
     restyler = load_restyler(adapter)
     log(f"evaluating on {min(cfg.eval_lines, len(data.held_out))} held-out lines ...")
     evaluation = evaluate_restyler(restyler, data.held_out, classifier=classifier, style=cfg.style,
-                                   lines=cfg.eval_lines)
+                                   lines=cfg.eval_lines, run_length=cfg.eval_run_lines,
+                                   compare_bias=cfg.compare_style_bias)
+    sweep = layout.evaluation / DECODING_SWEEP
+    if sweep.is_file():
+        chosen_on = json.loads(sweep.read_text(encoding="utf-8"))
+        if chosen_on.get("adapter_sha256") == weights_sha256(adapter):  # the same weights' sweep: the card shows it
+            evaluation["decoding_sweep"] = chosen_on
     layout.evaluation.mkdir(parents=True, exist_ok=True)
     (layout.evaluation / RESTYLER_EVAL).write_text(json.dumps(evaluation, indent=2), encoding="utf-8")
     r, c = evaluation["restyler"], evaluation["copy"]
-    if "restyler_unbiased" in evaluation:
-        u = evaluation["restyler_unbiased"]
-        log(f"without the style bias: BLEU {u['bleu']}, chrF {u['chrf']}, judged in style {u['style_rate']:.1%}, "
-            f"source ranked first {u['source_rank']['top1']:.1%}")
+    for side, what in (("restyler_unbiased", "without the style bias"),
+                       ("restyler_biased", f"with a style bias of {evaluation.get('compare_style_bias', 0):g}")):
+        if side in evaluation:
+            u = evaluation[side]
+            log(f"{what}: BLEU {u['bleu']}, chrF {u['chrf']}, judged in style {u['style_rate']:.1%} (by passage "
+                f"{u['passage_style_rate']['rate']:.1%}), source ranked first {u['source_rank']['top1']:.1%}")
     log(f"held-out {evaluation['lines']} lines (style bias {evaluation['style_bias']}): BLEU {r['bleu']} "
         f"(copy {c['bleu']}), chrF {r['chrf']} (copy {c['chrf']}), judged in style {r['style_rate']:.1%} "
         f"(copy {c['style_rate']:.1%}, Shakespeare {evaluation['reference']['style_rate']:.1%}), "
         f"source ranked first {r['source_rank']['top1']:.1%}")
+    p, ref = r["passage_style_rate"], evaluation["reference"]["passage_style_rate"]
+    log(f"judged in style by passage ({evaluation['passages']} passages of consecutive lines): {p['rate']:.1%} "
+        f"(95% CI {p['low']:.1%}-{p['high']:.1%}; copy {c['passage_style_rate']['rate']:.1%}, "
+        f"Shakespeare {ref['rate']:.1%})")
     def ship_folder(folder: Path) -> None:
         if ship is not None:
             with atomic_folder(Path(ship) / folder.name) as stage:
@@ -146,3 +159,46 @@ def build_restyler(cfg: RestylerConfig, *, resume: bool = False, ship: Path | No
         ship_folder(publish_distilled(layout.root / DISTILLED_PUBLISH, layout.root / "publish" / DISTILLED_PUBLISH,
                                       style=cfg.style, hubstyle_version=restyler.facts.get("hubstyle_version", "")))
     return evaluation
+
+
+def weights_sha256(adapter: Path) -> str:
+    """Return the sha256 of an adapter folder's weights file: which weights a decoding sweep scored."""
+    from hubstyle.fsio import file_sha256
+    from hubstyle.layout import ADAPTER_WEIGHTS
+
+    return file_sha256(Path(adapter) / ADAPTER_WEIGHTS)
+
+
+def tune_restyler(cfg: RestylerConfig, *, biases: list[float], beams: list[int],
+                  log: Callable[[str], None] = print) -> dict:
+    """Return the decoding sweep of ``cfg``'s trained restyler: every style bias with every beam count, scored on
+    the tuning pairs (lines of the training plays never trained on), never on the held-out play; written to
+    DIR/eval/decoding_sweep.json, which the next build puts in the card."""
+    from hubstyle.data.parallel import bias_words
+    from hubstyle.errors import HubstyleError
+    from hubstyle.evaluate.classifier import load_classifier
+    from hubstyle.restyle.evaluate import decoding_sweep
+    from hubstyle.restyle.model import load_restyler
+
+    adapter = trained_adapter(cfg)
+    if adapter is None:
+        raise HubstyleError(f"no restyler trained with this config under '{cfg.out}'; run hubstyle restyler build first")
+    data = restyler_data(cfg)
+    classifier = load_classifier(line_classifier(cfg, data, log))
+    restyler = load_restyler(adapter)
+    words = bias_words(data.train, cfg.bias_words)
+    restyler.facts.setdefault("decoding", {})["bias_words"] = words
+    if any(biases) and not words:
+        raise HubstyleError("the training pairs show no style word to bias toward; sweep --bias 0 only")
+    extra = len(data.tuning) - len(data.validation)
+    on = (f"the {len(data.validation)} validation pairs" + (f" and {extra} lines that bring in no style word" if extra
+                                                             else "")
+          + ": lines of the training plays, never trained on" + (", in the plays' own mix" if extra else ""))
+    log(f"scoring {len(biases) * len(beams)} decodings on {on} ...")
+    sweep = decoding_sweep(restyler, data.tuning, classifier=classifier, style=cfg.style, biases=biases,
+                           beams=beams, log=log)
+    sweep = {"on": on, "adapter_sha256": weights_sha256(adapter), "bias_words": words, **sweep}
+    layout = RunLayout(cfg.out)
+    layout.evaluation.mkdir(parents=True, exist_ok=True)
+    (layout.evaluation / DECODING_SWEEP).write_text(json.dumps(sweep, indent=2), encoding="utf-8")
+    return sweep
