@@ -113,8 +113,10 @@ def restyler_data(cfg: RestylerConfig) -> RestylerData:
     unmarked: list[Pair] = []
     if p.style_words_only:
         # Most pairs differ by a word or two, which teaches copying; pairs that bring in a marked word teach the style.
-        unmarked = [x for x in kept if not introduces(x, set(marked))]
-        kept = [x for x in kept if introduces(x, set(marked))]
+        words = set(marked)
+        brings = [introduces(x, words) for x in kept]
+        unmarked = [x for x, yes in zip(kept, brings) if not yes]
+        kept = [x for x, yes in zip(kept, brings) if yes]
     rng = random.Random(p.seed)
     order = list(range(len(kept)))
     rng.shuffle(order)

@@ -76,21 +76,26 @@ def line_classifier(cfg: RestylerConfig, data: RestylerData, log: Callable[[str]
     return out
 
 
-def write_decoding(adapter: Path, cfg: RestylerConfig, data: RestylerData,
-                   log: Callable[[str], None] = print) -> None:
-    """Record the decoding settings (style bias and the words it favours, beams) in the adapter's facts: they
-    change the rewrites, not the weights, so a build with a new bias reuses the trained adapter."""
+def decoding_facts(cfg: RestylerConfig, data: RestylerData, log: Callable[[str], None] = print) -> dict:
+    """Return the decoding a restyler's facts record: its style bias, the words a bias favours (kept with no bias
+    too: ``restyle(text, style_bias=B)`` and the tuning sweep use them) and its beams."""
     from hubstyle.data.parallel import bias_words
 
-    path = adapter / RESTYLER_FACTS
-    facts = json.loads(path.read_text(encoding="utf-8"))
-    words = bias_words(data.train, cfg.bias_words)  # kept with no bias too: restyle(text, style_bias=B) uses them
+    words = bias_words(data.train, cfg.bias_words)
     if cfg.style_bias and not words:
         log(f"style_bias {cfg.style_bias:g} is set, but the {len(data.train)} training pairs show no style word "
             "(each needs 15+ uses on the styled sides and none on the plain sides): decoding "
             + ("stays plain greedy" if cfg.num_beams == 1 else f"searches {cfg.num_beams} beams without a bias"))
-    facts["decoding"] = {"style_bias": float(cfg.style_bias) if words else 0.0, "bias_words": words,
-                         "num_beams": int(cfg.num_beams)}
+    return {"style_bias": float(cfg.style_bias) if words else 0.0, "bias_words": words, "num_beams": int(cfg.num_beams)}
+
+
+def write_decoding(adapter: Path, cfg: RestylerConfig, data: RestylerData,
+                   log: Callable[[str], None] = print) -> None:
+    """Record the decoding settings (``decoding_facts``) in the adapter's facts: they change the rewrites, not the
+    weights, so a build with a new bias reuses the trained adapter."""
+    path = adapter / RESTYLER_FACTS
+    facts = json.loads(path.read_text(encoding="utf-8"))
+    facts["decoding"] = decoding_facts(cfg, data, log)
     path.write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
 
 
@@ -174,7 +179,6 @@ def tune_restyler(cfg: RestylerConfig, *, biases: list[float], beams: list[int],
     """Return the decoding sweep of ``cfg``'s trained restyler: every style bias with every beam count, scored on
     the tuning pairs (lines of the training plays never trained on), never on the held-out play; written to
     DIR/eval/decoding_sweep.json, which the next build puts in the card."""
-    from hubstyle.data.parallel import bias_words
     from hubstyle.errors import HubstyleError
     from hubstyle.evaluate.classifier import load_classifier
     from hubstyle.restyle.evaluate import decoding_sweep
@@ -186,8 +190,8 @@ def tune_restyler(cfg: RestylerConfig, *, biases: list[float], beams: list[int],
     data = restyler_data(cfg)
     classifier = load_classifier(line_classifier(cfg, data, log))
     restyler = load_restyler(adapter)
-    words = bias_words(data.train, cfg.bias_words)
-    restyler.facts.setdefault("decoding", {})["bias_words"] = words
+    restyler.facts["decoding"] = decoding_facts(cfg, data, log)  # the words each swept bias favours
+    words = restyler.facts["decoding"]["bias_words"]
     if any(biases) and not words:
         raise HubstyleError("the training pairs show no style word to bias toward; sweep --bias 0 only")
     extra = len(data.tuning) - len(data.validation)
